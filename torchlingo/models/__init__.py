@@ -1,0 +1,5 @@
+"""Models: the encoder-decoder Transformer."""
+
+from .transformer import KVCache, SimpleTransformer
+
+__all__ = ["SimpleTransformer", "KVCache"]

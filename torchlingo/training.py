@@ -1,0 +1,262 @@
+"""train_model: the training loop, and only the loop.
+
+Each optimizer step is the five steps of the docs: zero the gradients, forward under autocast, label-smoothed
+cross-entropy over the non-padding tokens, backward (scaled for fp16), clip and update, then step the schedule.
+Validation, early stopping, logging and checkpoints are called from here and written in their own modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config
+from .errors import CheckpointError, ConfigError
+from .loss import sequence_loss
+from .runtime import Precision, build_optimizer, capture_rng, resolve_device, restore_rng, seed_everything
+from .schedulers import build_scheduler, is_plateau
+from .tracking import RunLogger
+from .validation import EarlyStopping, validation_loss
+
+log = logging.getLogger("torchlingo")
+
+
+@dataclass
+class TrainResult:
+    """What a training run did: per-epoch losses, every validation, the best checkpoint and the counts."""
+
+    train_losses: list[float] = field(default_factory=list)  # mean training loss of each epoch
+    val_losses: list[float] = field(default_factory=list)  # validation loss at the end of each epoch
+    history: list[dict] = field(default_factory=list)  # every validation: step, epoch, val_loss (and bleu, chrf)
+    best_val_loss: float = math.inf
+    best_metric: float | None = None  # what early stopping follows (loss, or BLEU)
+    best_step: int = 0
+    best_checkpoint: Path | None = None
+    last_checkpoint: Path | None = None
+    steps: int = 0  # optimizer steps taken in total (a resumed run counts the steps before the resume)
+    epochs: int = 0  # epochs completed
+    stopped_early: bool = False
+    train_time: float = 0.0  # seconds in the loop, this session
+    target_tokens: int = 0  # target tokens trained on, this session
+    run_dir: Path | None = None
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.target_tokens / self.train_time if self.train_time > 0 else 0.0
+
+
+@dataclass
+class _Position:
+    """Where the loop is: everything besides model/optimizer/scheduler state that a resume needs."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0  # batches of `epoch` already consumed
+    epoch_rng: dict | None = None  # random state when the epoch's data iterator was created
+    epoch_loss: float = 0.0  # sums over the current epoch, for train/epoch_loss
+    epoch_tokens: int = 0
+
+
+def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: Config | None = None, *,
+                resume_from: str | Path | None = None, validators=()) -> TrainResult:
+    """Train `model` on `train_loader`, validating on `val_loader`; see `Config` for every setting.
+
+    Also callable as `train_model(model, (train_loader, val_loader), config)`. `resume_from` continues a run from
+    one of its checkpoints. `validators` are extra callables `f(model, step) -> {name: value}` run at each
+    validation (BLEU decoding plugs in here); their values are logged as `val/<name>`.
+    """
+    if isinstance(train_loader, (tuple, list)):
+        if isinstance(val_loader, Config) and config is None:
+            config, val_loader = val_loader, None
+        if val_loader is not None:
+            raise TypeError("pass the loaders either as a (train, val) pair or separately, not both")
+        train_loader, val_loader = train_loader
+    config = config or Config()
+    if config.early_stopping_metric == "bleu" and not validators:
+        raise ConfigError("early_stopping_metric: bleu needs eval_bleu: true (and a validation set)")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    model.to(device)
+    optimizer = build_optimizer(model, config)
+    precision = Precision(config, device)
+    steps_per_epoch = math.ceil(len(train_loader) / config.accumulation_steps)
+    total_steps = steps_per_epoch * config.num_epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    scheduler = build_scheduler(optimizer, config, total_steps)
+    metric_mode = "max" if config.early_stopping_metric == "bleu" else "min"
+    stopper = EarlyStopping(config.patience, metric_mode)
+    ckpt_dir = config.run_dir / "checkpoints"
+    result, pos = TrainResult(run_dir=config.run_dir), _Position()
+    vocabs = {k: getattr(getattr(train_loader, "dataset", None), k, None) for k in ("src_vocab", "tgt_vocab")}
+
+    def checkpoint_state() -> dict:
+        return {
+            "model": model.state_dict(), "model_args": getattr(model, "args", {}),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": precision.scaler.state_dict(), "rng": capture_rng(), "position": dataclasses.asdict(pos),
+            "sampler": _sampler_state(train_loader), "early_stopping": stopper.state_dict(),
+            "result": _result_state(result), "config": config.to_dict(grouped=False),
+            **{k: v.to_state() for k, v in vocabs.items() if v is not None},
+        }
+
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, map_location=device)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            precision.scaler.load_state_dict(state["scaler"])
+            stopper.load_state_dict(state["early_stopping"])
+            pos = _Position(**state["position"])
+            _load_result_state(result, state["result"])
+            restore_rng(state["rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{resume_from}: cannot resume from this checkpoint ({str(e).splitlines()[0][:200]})") from None
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, pos.step, pos.epoch + 1, pos.batch)
+
+    logger = RunLogger(config, start_step=pos.step, total_steps=total_steps)
+    train_model_fn = torch.compile(model) if config.compile else model
+
+    def validate() -> bool:
+        """Validate, log, keep the best checkpoint; returns True when early stopping says stop."""
+        record = {"step": pos.step, "epoch": pos.epoch + 1}
+        record["val_loss"] = validation_loss(model, val_loader, device, precision, config.pad_idx)
+        for validator in validators:
+            record.update(validator(model, pos.step))
+        for name, value in record.items():
+            if name not in ("step", "epoch", "val_loss") and isinstance(value, (int, float)):
+                logger.scalar(f"val/{name}", value, pos.step)
+        logger.scalar("val/loss", record["val_loss"], pos.step)
+        result.history.append(record)
+        result.best_val_loss = min(result.best_val_loss, record["val_loss"])
+        if is_plateau(scheduler):
+            scheduler.step(record["val_loss"])
+        metric = record["bleu"] if config.early_stopping_metric == "bleu" else record["val_loss"]
+        if stopper.update(metric):
+            result.best_metric, result.best_step = metric, pos.step
+            if config.save_checkpoints:
+                result.best_checkpoint = save_checkpoint(checkpoint_state(), ckpt_dir / "best.pt")
+        return stopper.should_stop
+
+    def save_last() -> None:
+        if config.save_checkpoints:
+            result.last_checkpoint = save_checkpoint(checkpoint_state(), ckpt_dir / "last.pt")
+
+    model.train()
+    start_time, done = time.perf_counter(), pos.step >= total_steps
+    interval_loss = torch.zeros((), dtype=torch.float64, device=device)
+    interval_tokens = torch.zeros((), dtype=torch.int64, device=device)
+    try:
+        while not done and pos.epoch < config.num_epochs:
+            _set_epoch(train_loader, pos.epoch)
+            if pos.batch == 0:
+                pos.epoch_rng = capture_rng()
+            resume_rng = capture_rng() if pos.batch else None
+            restore_rng(pos.epoch_rng)  # the iterator draws its shuffling seed now, as it did first time round
+            batches = iter(train_loader)
+            for _ in range(pos.batch):  # fast-forward to where a resumed run stopped
+                next(batches)
+            if resume_rng is not None:
+                restore_rng(resume_rng)
+            epoch_loss = torch.tensor(pos.epoch_loss, dtype=torch.float64, device=device)
+            epoch_tokens = torch.tensor(pos.epoch_tokens, dtype=torch.int64, device=device)
+            stop = False
+            for src, tgt in batches:
+                micro = pos.batch % config.accumulation_steps
+                if micro == 0:
+                    optimizer.zero_grad(set_to_none=True)                     # 1. zero the gradients
+                src, tgt = src.to(device, non_blocking=True), tgt.to(device, non_blocking=True)
+                with precision.autocast():                                     # 2. forward, 3. loss
+                    loss, n_tokens = sequence_loss(train_model_fn, src, tgt, config.pad_idx, config.label_smoothing)
+                precision.backward(loss / config.accumulation_steps)           # 4. backward
+                pos.batch += 1
+                weighted = loss.detach().double() * n_tokens
+                epoch_loss += weighted
+                epoch_tokens += n_tokens
+                interval_loss += weighted
+                interval_tokens += n_tokens
+                if micro + 1 < config.accumulation_steps and pos.batch < len(train_loader):
+                    continue
+                precision.step(optimizer, model.parameters(), config.grad_clip)  # 5. clip, update
+                if not is_plateau(scheduler):
+                    scheduler.step()
+                pos.step += 1
+                logger.advance()
+                if pos.step % config.log_interval == 0 or pos.step == total_steps:
+                    tokens = int(interval_tokens.item())
+                    result.target_tokens += tokens
+                    logger.log_train(pos.step, (interval_loss / max(tokens, 1)).item(),
+                                     optimizer.param_groups[0]["lr"], tokens)
+                    interval_loss.zero_()
+                    interval_tokens.zero_()
+                end_of_epoch = pos.batch == len(train_loader)
+                due_val = bool(val_loader is not None and config.val_interval and pos.step % config.val_interval == 0)
+                due_ckpt = bool(config.checkpoint_interval and pos.step % config.checkpoint_interval == 0)
+                if (due_val or due_ckpt) and not end_of_epoch:
+                    pos.epoch_loss, pos.epoch_tokens = epoch_loss.item(), int(epoch_tokens.item())
+                    stop = validate() if due_val else False
+                    if due_ckpt:
+                        save_last()
+                if stop or pos.step >= total_steps:
+                    break
+            # End of an epoch (or of training): epoch averages, validation, last checkpoint.
+            if pos.batch == len(train_loader) or pos.step >= total_steps or stop:
+                train_loss = (epoch_loss / epoch_tokens.clamp(min=1)).item()
+                result.train_losses.append(train_loss)
+                logger.scalar("train/epoch_loss", train_loss, pos.epoch + 1)
+                if val_loader is not None:
+                    if not stop:
+                        stop = validate()
+                    result.val_losses.append(result.history[-1]["val_loss"])
+                    logger.scalar("val/epoch_loss", result.val_losses[-1], pos.epoch + 1)
+                logger.epoch_summary(pos.epoch + 1, pos.step, train_loss, result.val_losses[-1] if val_loader is not None else None,
+                                     optimizer.param_groups[0]["lr"])
+                pos.epoch, pos.batch, pos.epoch_loss, pos.epoch_tokens = pos.epoch + 1, 0, 0.0, 0
+                result.epochs = pos.epoch
+                save_last()
+                if stop:
+                    result.stopped_early = True
+                    log.info("early stopping at step %d: no improvement in %d validations", pos.step, config.patience)
+                done = stop or pos.step >= total_steps
+    finally:
+        result.train_time += time.perf_counter() - start_time
+        result.target_tokens += int(interval_tokens.item())
+        logger.close()
+    result.steps = pos.step
+    return result
+
+
+def _set_epoch(loader, epoch: int) -> None:
+    """Tell a seeded sampler (ours, or a DistributedSampler) which epoch it is, so the order depends on it."""
+    for sampler in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+
+
+def _sampler_state(loader) -> dict | None:
+    sampler = getattr(loader, "batch_sampler", None)
+    return sampler.state_dict() if hasattr(sampler, "state_dict") else None
+
+
+def _result_state(result: TrainResult) -> dict:
+    return {"train_losses": list(result.train_losses), "val_losses": list(result.val_losses),
+            "history": [dict(h) for h in result.history], "best_val_loss": result.best_val_loss,
+            "best_metric": result.best_metric, "best_step": result.best_step,
+            "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
+            "epochs": result.epochs}
+
+
+def _load_result_state(result: TrainResult, state: dict) -> None:
+    for key in ("train_losses", "val_losses", "history", "best_val_loss", "best_metric", "best_step", "epochs"):
+        setattr(result, key, state[key])
+    result.best_checkpoint = Path(state["best_checkpoint"]) if state["best_checkpoint"] else None
