@@ -1,0 +1,2 @@
+class TorchlingoError(Exception):
+    """A user-facing error: one line naming the file, line or key, and what to do."""
