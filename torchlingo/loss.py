@@ -19,6 +19,7 @@ def sequence_loss(model, src: torch.Tensor, tgt: torch.Tensor, pad_idx: int = 0,
     hidden = model.decode_hidden(tgt_in, *model.encode(src))
     keep = tgt_out != pad_idx
     logits = model.project(hidden[keep])
-    total = F.cross_entropy(logits.float(), tgt_out[keep], label_smoothing=label_smoothing, reduction="sum")
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16/fp16 logits: softmax in fp32
+    total = F.cross_entropy(logits, tgt_out[keep], label_smoothing=label_smoothing, reduction="sum")
     n_tokens = keep.sum()
     return total / n_tokens.clamp(min=1), n_tokens

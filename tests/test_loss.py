@@ -1,0 +1,90 @@
+"""The loss equals a hand computation, and padding changes neither the loss nor the gradients."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from torchlingo.config import Config
+from torchlingo.data_processing import pad_batch
+from torchlingo.loss import sequence_loss
+from torchlingo.models import SimpleTransformer
+
+V = 12
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    config = Config(d_model=16, n_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=32, dropout=0.0)
+    return SimpleTransformer(V, V, config).double()
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_loss_equals_hand_computation(eps):
+    model = tiny_model()
+    src = pad_batch([torch.tensor([4, 5, 6]), torch.tensor([7, 8])])
+    tgt = pad_batch([torch.tensor([9, 10]), torch.tensor([11, 4, 5, 6])])  # row 0 has padding
+    loss, n_tokens = sequence_loss(model, src, tgt, pad_idx=0, label_smoothing=eps)
+
+    logp = F.log_softmax(model(src, tgt[:, :-1]), dim=-1)
+    terms = []
+    for b in range(tgt.size(0)):
+        for t in range(tgt.size(1) - 1):
+            y = int(tgt[b, t + 1])
+            if y == 0:
+                continue
+            # smoothed target: (1 - eps) on y, plus eps spread evenly over all V classes
+            terms.append(-(1 - eps) * logp[b, t, y] - eps / V * logp[b, t].sum())
+    assert int(n_tokens) == len(terms) == 3 + 5  # "y </s>" tokens per row
+    assert loss.item() == pytest.approx(sum(t.item() for t in terms) / len(terms), rel=1e-12)
+
+
+def test_loss_matches_torch_cross_entropy_with_ignore_index():
+    model = tiny_model()
+    src = pad_batch([torch.tensor([4, 5, 6, 7]), torch.tensor([8])])
+    tgt = pad_batch([torch.tensor([9]), torch.tensor([10, 11, 4])])
+    loss, _ = sequence_loss(model, src, tgt, 0, 0.1)
+    logits = model(src, tgt[:, :-1])
+    reference = torch.nn.CrossEntropyLoss(ignore_index=0, label_smoothing=0.1)(logits.reshape(-1, V), tgt[:, 1:].reshape(-1))
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-12)
+
+
+def grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_padding_changes_neither_loss_nor_gradients():
+    src_seqs = [torch.tensor([4, 5, 6]), torch.tensor([7, 8, 9, 10, 11])]
+    tgt_seqs = [torch.tensor([5, 6, 7, 8]), torch.tensor([9])]
+    model = tiny_model()
+    src, tgt = pad_batch(src_seqs), pad_batch(tgt_seqs)
+    loss, n = sequence_loss(model, src, tgt, 0, 0.1)
+    loss.backward()
+    g = grads(model)
+
+    model.zero_grad()
+    extra = 7  # many more pad columns on both sides
+    src_padded = torch.cat([src, torch.zeros(2, extra, dtype=torch.long)], dim=1)
+    tgt_padded = torch.cat([tgt, torch.zeros(2, extra, dtype=torch.long)], dim=1)
+    loss_padded, n_padded = sequence_loss(model, src_padded, tgt_padded, 0, 0.1)
+    loss_padded.backward()
+    assert int(n_padded) == int(n)
+    assert loss_padded.item() == pytest.approx(loss.item(), rel=1e-12)
+    g_padded = grads(model)
+    assert g.keys() == g_padded.keys()
+    for name in g:
+        torch.testing.assert_close(g_padded[name], g[name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_each_sentence_loss_is_independent_of_its_batch_mates():
+    """A sentence's loss in a padded batch equals its loss alone (no attention across padding)."""
+    model = tiny_model()
+    a_src, a_tgt = torch.tensor([4, 5]), torch.tensor([6, 7, 8])
+    b_src, b_tgt = torch.tensor([9, 10, 11, 4, 5, 6]), torch.tensor([7])
+    alone, n_alone = sequence_loss(model, pad_batch([a_src]), pad_batch([a_tgt]), 0)
+    both, n_both = sequence_loss(model, pad_batch([a_src, b_src]), pad_batch([a_tgt, b_tgt]), 0)
+    b_alone, n_b = sequence_loss(model, pad_batch([b_src]), pad_batch([b_tgt]), 0)
+    combined = (alone * n_alone + b_alone * n_b) / (n_alone + n_b)
+    assert both.item() == pytest.approx(combined.item(), rel=1e-12)
+    assert not math.isnan(both.item())
