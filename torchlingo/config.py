@@ -137,7 +137,10 @@ class Config:
                 close = difflib.get_close_matches(k, names, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else "; see docs/configuration.md for the keys"
                 raise ConfigError(f"{source}: unknown key '{k}'{hint}")
-        return cls(**flat)
+        try:
+            return cls(**flat)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "Config":
