@@ -6,6 +6,7 @@ reads it and a file crafted to run code is refused instead of executed.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import tempfile
@@ -18,12 +19,21 @@ import torch
 from .errors import CheckpointError
 
 FORMAT_VERSION = 1
+log = logging.getLogger("torchlingo")
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+def previous_path(path: str | Path) -> Path:
+    """Where `save_checkpoint(..., keep_previous=True)` keeps the file it replaced: last.pt -> last.prev.pt."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path, keep_previous: bool = False) -> Path:
     """Write `state` to a temporary file beside `path`, flush and fsync it, then rename it over `path`.
 
     A crash at any moment leaves either the previous file or the new one, never a half-written `path`.
+    `keep_previous` first hard-links the current `path` to `previous_path(path)` (one more readable file for
+    `find_resumable` should `path` ever be damaged); `path` itself exists at every moment.
     """
     path = Path(path)
     try:
@@ -36,6 +46,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             torch.save({"format_version": FORMAT_VERSION, **state}, f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous and path.is_file():
+            _link_previous(path)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException as e:
@@ -47,6 +59,40 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             raise CheckpointError(f"{path}: cannot write checkpoint ({e.strerror or e}); the previous file is intact") from None
         raise
     return path
+
+
+def _link_previous(path: Path) -> None:
+    """previous_path(path) becomes the current `path` (a hard link, atomically renamed into place; a copy-free
+    rename where links are unsupported, leaving a moment without `path` that `find_resumable` covers)."""
+    prev = previous_path(path)
+    link = prev.with_name(f".{prev.name}.link.tmp")
+    try:
+        link.unlink(missing_ok=True)
+        os.link(path, link)
+        os.replace(link, prev)
+    except OSError:
+        link.unlink(missing_ok=True)
+        os.replace(path, prev)
+
+
+def check_writable(directory: str | Path) -> Path:
+    """Create `directory` and prove a file can be written there, so a bad run directory fails at start-up."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=directory)
+        try:
+            os.write(fd, b"ok")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise CheckpointError(f"{directory}: cannot write checkpoints there ({e.strerror or e}); "
+                              "set tensorboard_dir / experiment_name to a writable place") from None
+    for stale in directory.glob(".*.tmp"):  # left by a run killed mid-write; never a checkpoint
+        stale.unlink(missing_ok=True)
+    return directory
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -80,6 +126,34 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a torchlingo checkpoint (no model weights)")
     return state
+
+
+def find_resumable(ckpt_dir: str | Path) -> Path:
+    """The checkpoint to resume from: `last.pt` when it loads; otherwise the readable checkpoint with the most
+    steps (last.prev.pt, best.pt, ...), with a warning saying which file was damaged and which one is used."""
+    ckpt_dir = Path(ckpt_dir)
+    last = ckpt_dir / "last.pt"
+    problems = []
+    try:
+        load_checkpoint(last)
+        return last
+    except CheckpointError as e:
+        problems.append(str(e))
+    readable = []
+    others = sorted(p for p in ckpt_dir.glob("*.pt") if p != last and not p.name.startswith("."))
+    for path in others:
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as e:
+            problems.append(str(e))
+            continue
+        step = state.get("position", {}).get("step", -1) if isinstance(state.get("position"), dict) else -1
+        readable.append((step, path.stat().st_mtime, path))
+    if not readable:
+        raise CheckpointError(f"{ckpt_dir}: no readable checkpoint to resume from ({'; '.join(problems) or 'empty'})")
+    step, _, path = max(readable, key=lambda r: (r[0], r[1]))
+    log.warning("%s; resuming from %s (step %d), the newest readable checkpoint", problems[0], path, step)
+    return path
 
 
 def _first_line(e: BaseException) -> str:

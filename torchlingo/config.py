@@ -85,6 +85,7 @@ class Config:
     patience: int = _opt("training", 0, "Early stopping after this many validations without improvement (0: off).", min=0)
     early_stopping_metric: str = _opt("training", "loss", "What best.pt and early stopping follow.", choices=("loss", "bleu"))
     checkpoint_interval: int = _opt("training", 0, "Also write last.pt every this many optimizer steps (0: epoch ends).", min=0)
+    max_bad_steps: int = _opt("training", 5, "Stop after this many optimizer steps in a row with a NaN or infinite loss (each is skipped).", min=1)
     save_checkpoints: bool = _opt("training", True, "Write best.pt and last.pt to the run directory.")
     seed: int = _opt("training", 42, "Seed for weights, dropout and batch order.")
     device: str = _opt("training", "auto", "auto, cpu, cuda, cuda:N or mps.")
