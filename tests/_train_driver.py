@@ -8,7 +8,7 @@ FAULT injects one fault by wrapping a torchlingo function in this process only (
   save:N        SIGKILL during the N-th write of last.pt: the temporary file is written and fsynced, not renamed
   val:N         SIGKILL inside the N-th validation
   nan:A-B       the loss of batches A..B (1-based, counted in this process) is NaN
-  sleep:N       sleep 30 s at the start of the N-th batch (a window for the signal tests), printing "READY"
+  sleep:N       sleep 3 s at the start of the N-th batch (a window for the signal tests), printing "READY"
 At the end it writes RUN/final.pt: the model weights and the TrainResult's histories.
 """
 
@@ -53,7 +53,7 @@ def inject(fault: str) -> None:
                 kill_self()
             if kind == "sleep" and calls[0] == lo:
                 print("READY", flush=True)
-                time.sleep(30)
+                time.sleep(3)
             loss, n = real(*args, **kwargs)
             if kind == "nan" and lo <= calls[0] <= hi:
                 loss = loss * float("nan")

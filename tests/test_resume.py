@@ -75,3 +75,22 @@ def test_sigkill_then_resume_is_bitwise_identical(reference, fault, resume_step)
     for a, b in zip(last["optimizer"]["state"].values(), ref_state["optimizer"]["state"].values()):
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.equal(last["rng"]["torch"], ref_state["rng"]["torch"])
+
+
+def test_sigterm_then_resume_is_bitwise_identical(reference):
+    """SIGTERM inside step 5: the run saves last.pt at step 5 and exits 143; the resume matches the reference."""
+    import signal
+
+    root, ref, _ = reference
+    parent = root / "sigterm"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(DRIVER), str(parent), str(root / "data"), "sleep:5"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "READY"
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    resumed = run_driver(parent, root / "data", "none", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "at step 5 " in resumed.stderr
+    assert_same_run(torch.load(parent / "run" / "final.pt"), ref)
