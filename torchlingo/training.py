@@ -82,8 +82,9 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
             raise TypeError("pass the loaders either as a (train, val) pair or separately, not both")
         train_loader, val_loader = train_loader
     config = config or Config()
-    if config.early_stopping_metric == "bleu" and not validators:
-        raise ConfigError("early_stopping_metric: bleu needs eval_bleu: true (and a validation set)")
+    if config.early_stopping_metric == "bleu" and not (validators or (config.eval_bleu and val_loader is not None)):
+        raise ConfigError("early_stopping_metric: bleu needs a validation set and eval_bleu: true "
+                          "(or a validator that returns 'bleu')")
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     seed_everything(config.seed)
@@ -130,6 +131,10 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, pos.step, pos.epoch + 1, pos.batch)
 
     logger = RunLogger(config, start_step=pos.step, total_steps=total_steps)
+    if config.eval_bleu and val_loader is not None:  # decode the validation set: val/bleu, val/chrf, sample text
+        from .evaluation import BleuValidator
+
+        validators = (*validators, BleuValidator(val_loader.dataset, config, logger))
     train_model_fn = torch.compile(model) if config.compile else model
 
     def validate() -> bool:
