@@ -1,6 +1,7 @@
 """A tiny training run driven through the Python API, for the kill / resume / signal tests (run as a subprocess).
 
     python tests/_train_driver.py RUN_PARENT DATA_DIR FAULT [--resume] [KEY=VALUE ...]
+    python tests/_train_driver.py cli FAULT train CONFIG [--resume]     (the CLI instead of the Python API)
 
 FAULT injects one fault by wrapping a torchlingo function in this process only (the library has no test hooks):
   none          train normally
@@ -87,6 +88,11 @@ def inject(fault: str) -> None:
 
 
 def main() -> None:
+    if sys.argv[1] == "cli":  # _train_driver.py cli FAULT train CONFIG ...: the CLI, with the fault injected
+        from torchlingo.cli import main as cli_main
+
+        inject(sys.argv[2])
+        raise SystemExit(cli_main(sys.argv[3:]))
     parent, data, fault, *rest = sys.argv[1:]
     resume = "--resume" in rest
     overrides = dict(TINY, tensorboard_dir=parent)

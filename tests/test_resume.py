@@ -43,10 +43,10 @@ def assert_same_run(final: dict, ref: dict) -> None:
         assert final[key] == ref[key], key
 
 
-# (fault, the step of the checkpoint the resume must start from)
+# (fault, the step of the checkpoint the resume must start from); the CLI test below covers mid-epoch and
+# mid-write kills, this one the Python API (a kill mid-epoch, and one inside a validation).
 KILLS = [
     ("batch:8", 6),   # mid-epoch 1: steps 1-7 ran, last.pt holds step 6
-    ("save:3", 6),    # during the 3rd write of last.pt (step 9): temp file fsynced, not yet renamed
     ("val:5", 18),    # inside the validation at step 20, in epoch 2
 ]
 
@@ -94,3 +94,49 @@ def test_sigterm_then_resume_is_bitwise_identical(reference):
     assert resumed.returncode == 0, resumed.stderr
     assert "at step 5 " in resumed.stderr
     assert_same_run(torch.load(parent / "run" / "final.pt"), ref)
+
+
+CLI_CONFIG = """\
+data: {{train_file: {data}/train.tsv, val_file: {data}/val.tsv, tokenizer: word, batch_size: 8}}
+model: {{d_model: 16, n_heads: 2, num_encoder_layers: 1, num_decoder_layers: 1, d_ff: 32}}
+training: {{num_epochs: 2, learning_rate: 0.003, warmup_steps: 4, checkpoint_interval: 3, val_interval: 4,
+            patience: 3, amp: none, seed: 7, num_threads: 1, device: cpu}}
+logging: {{tensorboard_dir: {runs}, experiment_name: run, progress_bar: false}}
+"""
+
+
+def cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess:
+    """`python -m torchlingo ARGS`, or the same CLI under tests/_train_driver.py with a fault injected."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    prefix = [str(DRIVER), "cli", fault] if fault else ["-m", "torchlingo"]
+    return subprocess.run([sys.executable, *prefix, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("fault,resume_step", [("batch:8", 6), ("save:3", 6)])
+def test_cli_sigkill_then_resume_is_bitwise_identical(reference, fault, resume_step):
+    """`torchlingo train CONFIG` SIGKILLed mid-epoch or while writing last.pt (temp file fsynced, not renamed), then
+    `torchlingo train CONFIG --resume`: last.pt ends identical to the uninterrupted CLI run's."""
+    root = reference[0]
+    configs = {}
+    for name in ("cli_reference", f"cli_{fault.replace(':', '_')}"):
+        configs[name] = root / f"{name}.yaml"
+        configs[name].write_text(CLI_CONFIG.format(data=root / "data", runs=root / name))
+    ref_last = root / "cli_reference" / "run" / "checkpoints" / "last.pt"
+    if not ref_last.exists():
+        done = cli("train", str(configs["cli_reference"]))
+        assert done.returncode == 0, done.stderr
+    name = f"cli_{fault.replace(':', '_')}"
+    killed = cli("train", str(configs[name]), fault=fault)
+    assert killed.returncode == -9, killed.stderr
+    ckpts = root / name / "run" / "checkpoints"
+    assert torch.load(ckpts / "last.pt", weights_only=True)["position"]["step"] == resume_step
+    resumed = cli("train", str(configs[name]), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"at step {resume_step} " in resumed.stderr
+    got, want = torch.load(ckpts / "last.pt", weights_only=True), torch.load(ref_last, weights_only=True)
+    assert want["position"]["step"] == 24
+    for key, value in want["model"].items():
+        assert torch.equal(got["model"][key], value), key
+    for key in ("train_losses", "val_losses", "history", "best_step"):
+        assert got["result"][key] == want["result"][key], key
+    assert got["early_stopping"] == want["early_stopping"]

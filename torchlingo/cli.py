@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import DataError, TorchlingoError
+from .errors import DataError, TorchlingoError, TrainingInterrupted
 
 log = logging.getLogger("torchlingo")
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         hint = " (resume with: torchlingo train CONFIG --resume)" if args.command == "train" else ""
         print(f"\ntorchlingo: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except TrainingInterrupted as e:  # SIGINT / SIGTERM: last.pt saved; exit 130 / 143
+        print(f"torchlingo: {e}", file=sys.stderr)
+        return e.exit_code
     except TorchlingoError as e:
         return _fail(str(e))
     except OSError as e:

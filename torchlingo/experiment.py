@@ -13,10 +13,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .checkpoint import find_resumable
 from .config import Config
 from .data_processing import NMTDataset, load_vocab, make_loader
 from .errors import ConfigError, TorchlingoError
 from .models import SimpleTransformer
+from .runtime import seed_everything
 from .training import TrainResult, train_model
 
 log = logging.getLogger("torchlingo")
@@ -44,11 +46,13 @@ def prepare_run_dir(config: Config, resume: bool, overwrite: bool = False) -> Pa
     run_dir = config.run_dir
     last = run_dir / "checkpoints" / "last.pt"
     if resume:
-        if not last.is_file():
+        if not _has_checkpoints(run_dir):
             raise TorchlingoError(f"{last}: no checkpoint to resume from; start the run without --resume")
         _check_resume_config(config, run_dir / "config.yaml")
         return run_dir
     existing = [name for name in RUN_MARKERS if (run_dir / name).exists()]
+    if "checkpoints" in existing and not _has_checkpoints(run_dir):
+        existing.remove("checkpoints")  # created by the start-up write check of a run killed before its first save
     if existing and not overwrite:
         hint = "continue it with --resume, " if last.is_file() else ""
         raise TorchlingoError(f"{run_dir}: holds an earlier run ({', '.join(existing)}); {hint}choose another "
@@ -60,6 +64,10 @@ def prepare_run_dir(config: Config, resume: bool, overwrite: bool = False) -> Pa
         stale.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def _has_checkpoints(run_dir: Path) -> bool:
+    return any((run_dir / "checkpoints").glob("*.pt"))
 
 
 def _check_resume_config(config: Config, saved_path: Path) -> None:
@@ -93,7 +101,8 @@ def run_experiment(config: Config, resume: bool = False, overwrite: bool = False
     if not config.train_file:
         raise ConfigError("train_file: must be set to train (a TSV file, or a prefix with src_lang/tgt_lang)")
     run_dir = prepare_run_dir(config, resume, overwrite)
-    last = run_dir / "checkpoints" / "last.pt"
+    # last.pt, or the newest readable checkpoint when last.pt is damaged (find_resumable says so).
+    resume_from = find_resumable(run_dir / "checkpoints") if resume else None
     if resume:
         src_vocab, tgt_vocab = build_tokenizers(config, run_dir)
         train = NMTDataset(config.train_file, src_vocab, tgt_vocab, config, max_len=config.max_len)
@@ -107,11 +116,12 @@ def run_experiment(config: Config, resume: bool = False, overwrite: bool = False
     config.to_yaml(run_dir / "config.yaml")
     log.info("data: %d training pairs, %s validation pairs; vocabularies %d (source), %d (target)",
              len(train), len(val) if val is not None else "no", len(src_vocab), len(tgt_vocab))
+    seed_everything(config.seed)  # the initial weights follow config.seed, whatever ran before in this process
     model = SimpleTransformer(len(src_vocab), len(tgt_vocab), config=config)
     log.info("model: %.2fM parameters; run directory %s", sum(p.numel() for p in model.parameters()) / 1e6, run_dir)
     result = train_model(model, make_loader(train, config, shuffle=True),
                          make_loader(val, config, shuffle=False) if val is not None else None, config,
-                         resume_from=last if resume else None)
+                         resume_from=resume_from)
     metrics = _train_metrics(result, resume)
     if test is not None:
         metrics.update(evaluate_test_set(config, result, test, run_dir))
