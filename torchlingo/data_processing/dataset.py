@@ -61,10 +61,10 @@ class _LineChecker:
         self.skipped: collections.Counter[str] = collections.Counter()
         self.first: dict[str, str] = {}  # reason -> where it first happened, for the report
 
-    def bad(self, where: str, reason: str, detail: str = "") -> None:
-        """`reason` is what the report counts ("invalid UTF-8"); `detail` only goes into the error message."""
+    def bad(self, where: str, reason: str, message: str | None = None) -> None:
+        """`reason` is what the report counts ("invalid UTF-8"); `message`, if given, what the error says instead."""
         if self.policy == "error":
-            raise DataError(f"{where}: {reason}{detail} (fix the line, or set bad_lines: skip to drop such lines)")
+            raise DataError(f"{where}: {message or reason} (fix the line, or set bad_lines: skip to drop such lines)")
         self.skipped[reason] += 1
         self.first.setdefault(reason, where)
 
@@ -72,7 +72,7 @@ class _LineChecker:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            self.bad(where, "invalid UTF-8", f" at byte {e.start + 1}")
+            self.bad(where, "invalid UTF-8", f"invalid UTF-8 at byte {e.start + 1}")
             return None
 
 
@@ -91,7 +91,7 @@ def read_tsv(path: Path, checker: _LineChecker) -> tuple[list[str], list[str]]:
             checker.bad(where, "empty line")
             continue
         if len(cols) != 2:
-            checker.bad(where, "wrong number of columns", f": expected 2 tab-separated columns, found {len(cols)}")
+            checker.bad(where, "wrong number of columns", f"expected 2 tab-separated columns, found {len(cols)}")
             continue
         s, t = cols[0].strip(), cols[1].strip()
         if not s or not t:
