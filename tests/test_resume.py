@@ -140,3 +140,49 @@ def test_cli_sigkill_then_resume_is_bitwise_identical(reference, fault, resume_s
     for key in ("train_losses", "val_losses", "history", "best_step"):
         assert got["result"][key] == want["result"][key], key
     assert got["early_stopping"] == want["early_stopping"]
+
+
+def test_resume_from_best_pt_when_last_is_damaged(toy_data, monkeypatch):
+    """best.pt is written at a resumable position too: with last.pt and last.prev.pt damaged, find_resumable falls
+    back to best.pt (end of epoch 1) and the resumed run still ends bitwise identical to the uninterrupted one."""
+    import torchlingo.training as T
+    from torchlingo.checkpoint import find_resumable
+    from torchlingo.config import Config
+    from torchlingo.data_processing import NMTDataset, make_loader
+    from torchlingo.errors import TrainingError
+    from torchlingo.models import SimpleTransformer
+
+    torch.set_num_threads(1)
+
+    def run(name, **kwargs):
+        config = Config(tokenizer="word", d_model=16, n_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=32,
+                        batch_size=16, num_epochs=2, amp="none", use_tensorboard=False, progress_bar=False,
+                        tensorboard_dir=str(toy_data / "runs"), experiment_name=name, max_bad_steps=1)
+        train = NMTDataset(toy_data / "data" / "train.tsv", config=config)
+        val = NMTDataset(toy_data / "data" / "val.tsv", train.src_vocab, train.tgt_vocab, config=config)
+        torch.manual_seed(0)
+        model = SimpleTransformer(len(train.src_vocab), len(train.tgt_vocab), config=config)
+        result = T.train_model(model, make_loader(train, config, True), make_loader(val, config, False), config, **kwargs)
+        return model, result
+
+    ref_model, ref = run("reference")
+    real = T.sequence_loss
+    calls = [0]
+
+    def nan_in_epoch_2(*args, **kwargs):  # 6 batches an epoch: a NaN at the first batch of epoch 2 stops the run
+        loss, n = real(*args, **kwargs)
+        calls[0] += args[0].training
+        return (loss * float("nan") if calls[0] == 7 and args[0].training else loss), n
+
+    monkeypatch.setattr(T, "sequence_loss", nan_in_epoch_2)
+    with pytest.raises(TrainingError):
+        run("broken")
+    monkeypatch.setattr(T, "sequence_loss", real)
+    ckpts = toy_data / "runs" / "broken" / "checkpoints"
+    best, last = (torch.load(ckpts / f, weights_only=True)["position"] for f in ("best.pt", "last.pt"))
+    assert (best["step"], best["epoch"], best["batch"]) == (last["step"], last["epoch"], last["batch"]) == (6, 1, 0)
+    (ckpts / "last.pt").write_bytes(b"")
+    assert find_resumable(ckpts) == ckpts / "best.pt"  # last.prev.pt does not exist yet: one last.pt write so far
+    model, result = run("broken", resume_from=ckpts / "best.pt")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref_model.state_dict().values()))
+    assert (result.train_losses, result.val_losses, result.history) == (ref.train_losses, ref.val_losses, ref.history)
