@@ -50,6 +50,7 @@ def test_flipped_byte_in_the_weights_is_detected(tmp_path):
     assert "checksum mismatch" in one_line_error(path)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("content", [b"not a checkpoint at all\n", b"PK\x03\x04garbage", b"\x80\x04\x95junk"])
 def test_garbage_file(tmp_path, content):
     path = tmp_path / "model.pt"
