@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
@@ -85,8 +86,9 @@ class Config:
     patience: int = _opt("training", 0, "Early stopping after this many validations without improvement (0: off).", min=0)
     early_stopping_metric: str = _opt("training", "loss", "What best.pt and early stopping follow.", choices=("loss", "bleu"))
     checkpoint_interval: int = _opt("training", 0, "Also write last.pt every this many optimizer steps (0: epoch ends).", min=0)
+    max_bad_steps: int = _opt("training", 5, "Stop after this many optimizer steps in a row with a NaN or infinite loss (each is skipped).", min=1)
     save_checkpoints: bool = _opt("training", True, "Write best.pt and last.pt to the run directory.")
-    seed: int = _opt("training", 42, "Seed for weights, dropout and batch order.")
+    seed: int = _opt("training", 42, "Seed for weights, dropout and batch order.", min=0, max=2**63 - 1)
     device: str = _opt("training", "auto", "auto, cpu, cuda, cuda:N or mps.")
     amp: str = _opt("training", "auto", "Mixed precision: auto (bf16 where the hardware runs it fast), none, bf16, fp16 (CUDA).", choices=("auto", "none", "bf16", "fp16"))
     num_threads: Optional[int] = _opt("training", None, "CPU threads for torch (None: torch's default).", min=1)
@@ -136,7 +138,7 @@ class Config:
             if k not in names:
                 close = difflib.get_close_matches(k, names, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else "; see docs/configuration.md for the keys"
-                raise ConfigError(f"{source}: unknown key '{k}'{hint}")
+                raise ConfigError(f"{source}: unknown key {k!r}{hint}")  # repr: a key may hold a newline
         try:
             return cls(**flat)
         except ConfigError as e:
@@ -157,7 +159,11 @@ class Config:
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f":{mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+            raise ConfigError(f"{path}{where}: not valid YAML ({_one_line(getattr(e, 'problem', None) or e)})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
+        except (ValueError, TypeError, OverflowError) as e:  # a tag's constructor failed: `!!float abc`, `!!binary x`
+            raise ConfigError(f"{path}: not valid YAML ({_one_line(e)})") from None
         return cls.from_dict(values, source=str(path), overrides=overrides)
 
     def to_dict(self, grouped: bool = True) -> dict:
@@ -184,6 +190,18 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
+def _one_line(text: Any) -> str:
+    """The first line of an error text (PyYAML's span several), cut to a readable length."""
+    lines = str(text).strip().splitlines()
+    return lines[0][:200] if lines else "unknown problem"
+
+
+@functools.lru_cache(maxsize=None)
+def _hints() -> dict[str, Any]:
+    """Config's resolved field types (computed once: get_type_hints re-evaluates every annotation)."""
+    return typing.get_type_hints(Config)
+
+
 def _flatten(values: Any, source: str) -> dict[str, Any]:
     """Merge the optional `data:` / `model:` / ... groups into one flat mapping; a key given twice is an error."""
     if not isinstance(values, dict):
@@ -200,7 +218,7 @@ def _flatten(values: Any, source: str) -> dict[str, Any]:
             if not isinstance(k, str):
                 raise ConfigError(f"{source}: key {k!r} is not a name")
             if k in flat:
-                raise ConfigError(f"{source}: key '{k}' is given twice")
+                raise ConfigError(f"{source}: key {k!r} is given twice")
             flat[k] = v
     return flat
 
@@ -219,15 +237,15 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
                 raise ConfigError(f"--set {item!r}: unknown group '{group}' (one of {', '.join(GROUPS)})")
         try:
             out[key] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            out[key] = raw
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError):
+            out[key] = raw  # not YAML (`!!float abc`, `[1,`): the raw text, which the field's type check judges
     return out
 
 
 def _check(f: dataclasses.Field, value: Any) -> Any:
     """Coerce YAML-ish values to the field's type and check its range; errors name the field."""
     name, meta = f.name, f.metadata
-    hint = typing.get_type_hints(Config)[name]
+    hint = _hints()[name]
     optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
     base = next((a for a in typing.get_args(hint) if a is not type(None)), hint) if optional else hint
     if value is None:

@@ -15,3 +15,15 @@ class DataError(TorchlingoError, ValueError):
 
 class CheckpointError(TorchlingoError):
     """A checkpoint is missing, truncated, corrupt or unsafe."""
+
+
+class TrainingError(TorchlingoError):
+    """Training cannot go on (e.g. the loss stayed NaN or infinite); the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(TorchlingoError):
+    """SIGINT or SIGTERM stopped training after saving last.pt; `exit_code` is 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum, self.exit_code = signum, 128 + signum

@@ -10,15 +10,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import check_writable, load_checkpoint, save_checkpoint
 from .config import Config
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from .loss import sequence_loss
 from .runtime import Precision, build_optimizer, capture_rng, resolve_device, restore_rng, seed_everything
 from .schedulers import build_scheduler, is_plateau
@@ -62,6 +64,7 @@ class _Position:
     epoch_rng: dict | None = None  # random state when the epoch's data iterator was created
     epoch_loss: float = 0.0  # sums over the current epoch, for train/epoch_loss
     epoch_tokens: int = 0
+    bad_steps: int = 0  # optimizer steps in a row skipped for a non-finite loss
 
 
 def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: Config | None = None, *,
@@ -79,8 +82,9 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
             raise TypeError("pass the loaders either as a (train, val) pair or separately, not both")
         train_loader, val_loader = train_loader
     config = config or Config()
-    if config.early_stopping_metric == "bleu" and not validators:
-        raise ConfigError("early_stopping_metric: bleu needs eval_bleu: true (and a validation set)")
+    if config.early_stopping_metric == "bleu" and not (validators or (config.eval_bleu and val_loader is not None)):
+        raise ConfigError("early_stopping_metric: bleu needs a validation set and eval_bleu: true "
+                          "(or a validator that returns 'bleu')")
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     seed_everything(config.seed)
@@ -96,6 +100,8 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
     metric_mode = "max" if config.early_stopping_metric == "bleu" else "min"
     stopper = EarlyStopping(config.patience, metric_mode)
     ckpt_dir = config.run_dir / "checkpoints"
+    if config.save_checkpoints:
+        check_writable(ckpt_dir)  # an unwritable run directory fails now, not hours later
     result, pos = TrainResult(run_dir=config.run_dir), _Position()
     vocabs = {k: getattr(getattr(train_loader, "dataset", None), k, None) for k in ("src_vocab", "tgt_vocab")}
 
@@ -125,6 +131,10 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, pos.step, pos.epoch + 1, pos.batch)
 
     logger = RunLogger(config, start_step=pos.step, total_steps=total_steps)
+    if config.eval_bleu and val_loader is not None:  # decode the validation set: val/bleu, val/chrf, sample text
+        from .evaluation import BleuValidator
+
+        validators = (*validators, BleuValidator(val_loader.dataset, config, logger))
     train_model_fn = torch.compile(model) if config.compile else model
 
     def validate() -> bool:
@@ -144,18 +154,26 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
         metric = record["bleu"] if config.early_stopping_metric == "bleu" else record["val_loss"]
         if stopper.update(metric):
             result.best_metric, result.best_step = metric, pos.step
-            if config.save_checkpoints:
-                result.best_checkpoint = save_checkpoint(checkpoint_state(), ckpt_dir / "best.pt")
+            pending_best[0] = config.save_checkpoints
         return stopper.should_stop
 
-    def save_last() -> None:
-        if config.save_checkpoints:
-            result.last_checkpoint = save_checkpoint(checkpoint_state(), ckpt_dir / "last.pt")
+    pending_best = [False]  # best.pt waits for save_last, where the position is consistent and resumable
+
+    def save_last(last: bool = True) -> None:
+        """best.pt after an improvement, and last.pt: written where the position is consistent, so both resume exactly."""
+        if config.save_checkpoints and (last or pending_best[0]):
+            state = checkpoint_state()
+            if pending_best[0]:
+                result.best_checkpoint = save_checkpoint(state, ckpt_dir / "best.pt")
+                pending_best[0] = False
+            if last:
+                result.last_checkpoint = save_checkpoint(state, ckpt_dir / "last.pt", keep_previous=True)
 
     model.train()
     start_time, done = time.perf_counter(), pos.step >= total_steps
     interval_loss = torch.zeros((), dtype=torch.float64, device=device)
     interval_tokens = torch.zeros((), dtype=torch.int64, device=device)
+    stop_signal = _SignalFlag()
     try:
         while not done and pos.epoch < config.num_epochs:
             _set_epoch(train_loader, pos.epoch)
@@ -180,14 +198,22 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
                     loss, n_tokens = sequence_loss(train_model_fn, src, tgt, config.pad_idx, config.label_smoothing)
                 precision.backward(loss / config.accumulation_steps)           # 4. backward
                 pos.batch += 1
-                weighted = loss.detach().double() * n_tokens
+                finite = torch.isfinite(loss.detach())
+                step_finite = finite if micro == 0 else step_finite & finite
+                n_tokens = n_tokens * finite  # a non-finite batch counts for nothing in the averages
+                weighted = torch.where(finite, loss.detach().double(), 0.0) * n_tokens
                 epoch_loss += weighted
                 epoch_tokens += n_tokens
                 interval_loss += weighted
                 interval_tokens += n_tokens
                 if micro + 1 < config.accumulation_steps and pos.batch < len(train_loader):
                     continue
-                precision.step(optimizer, model.parameters(), config.grad_clip)  # 5. clip, update
+                # One host sync per optimizer step: the update must be skipped before it is applied.
+                if bool(step_finite):
+                    precision.step(optimizer, model.parameters(), config.grad_clip)  # 5. clip, update
+                    pos.bad_steps = 0
+                else:
+                    _skip_bad_step(optimizer, pos, config)
                 if not is_plateau(scheduler):
                     scheduler.step()
                 pos.step += 1
@@ -205,10 +231,17 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
                 if (due_val or due_ckpt) and not end_of_epoch:
                     pos.epoch_loss, pos.epoch_tokens = epoch_loss.item(), int(epoch_tokens.item())
                     stop = validate() if due_val else False
-                    if due_ckpt:
-                        save_last()
+                    save_last(last=due_ckpt)
+                if stop_signal.signum is not None:
+                    pos.epoch_loss, pos.epoch_tokens = epoch_loss.item(), int(epoch_tokens.item())
+                    break
                 if stop or pos.step >= total_steps:
                     break
+            if stop_signal.signum is not None:
+                save_last()
+                name = signal.Signals(stop_signal.signum).name
+                where = f"; saved {result.last_checkpoint}, continue with --resume" if result.last_checkpoint else ""
+                raise TrainingInterrupted(f"{name} received: stopped at step {pos.step}{where}", stop_signal.signum)
             # End of an epoch (or of training): epoch averages, validation, last checkpoint.
             if pos.batch == len(train_loader) or pos.step >= total_steps or stop:
                 train_loss = (epoch_loss / epoch_tokens.clamp(min=1)).item()
@@ -229,11 +262,46 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
                     log.info("early stopping at step %d: no improvement in %d validations", pos.step, config.patience)
                 done = stop or pos.step >= total_steps
     finally:
+        stop_signal.restore()
         result.train_time += time.perf_counter() - start_time
         result.target_tokens += int(interval_tokens.item())
         logger.close()
     result.steps = pos.step
     return result
+
+
+def _skip_bad_step(optimizer, pos: _Position, config: Config) -> None:
+    """Drop the gradients of a step whose loss was NaN or infinite; too many in a row end the run."""
+    optimizer.zero_grad(set_to_none=True)
+    pos.bad_steps += 1
+    if pos.bad_steps >= config.max_bad_steps:
+        raise TrainingError(f"step {pos.step + 1}: the loss was NaN or infinite in {pos.bad_steps} steps in a row "
+                            f"(max_bad_steps: {config.max_bad_steps}); lower learning_rate or check the data; "
+                            "the last good checkpoint is kept")
+    log.warning("step %d: NaN or infinite loss, update skipped (%d in a row, stopping at %d)",
+                pos.step + 1, pos.bad_steps, config.max_bad_steps)
+
+
+class _SignalFlag:
+    """SIGINT / SIGTERM set `signum`; the loop saves last.pt after the current step and stops. A second SIGINT
+    while waiting raises KeyboardInterrupt at once. Only installed in the main thread (signals need it)."""
+
+    def __init__(self):
+        self.signum, self._previous = None, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s received: stopping after this step and saving last.pt", signal.Signals(signum).name)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
 def _set_epoch(loader, epoch: int) -> None:

@@ -55,19 +55,24 @@ class _LineChecker:
     """Applies the `bad_lines` policy: raise on the first bad line, or count the skipped ones by reason."""
 
     def __init__(self, policy: str):
+        if policy not in ("error", "skip"):
+            raise DataError(f"bad_lines: {policy!r} is not one of error, skip")
         self.policy = policy
         self.skipped: collections.Counter[str] = collections.Counter()
+        self.first: dict[str, str] = {}  # reason -> where it first happened, for the report
 
-    def bad(self, where: str, reason: str) -> None:
+    def bad(self, where: str, reason: str, message: str | None = None) -> None:
+        """`reason` is what the report counts ("invalid UTF-8"); `message`, if given, what the error says instead."""
         if self.policy == "error":
-            raise DataError(f"{where}: {reason} (fix the line, or set bad_lines: skip to drop such lines)")
-        self.skipped[reason.split(" (")[0]] += 1
+            raise DataError(f"{where}: {message or reason} (fix the line, or set bad_lines: skip to drop such lines)")
+        self.skipped[reason] += 1
+        self.first.setdefault(reason, where)
 
     def decode(self, raw: bytes, where: str) -> str | None:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            self.bad(where, f"invalid UTF-8 at byte {e.start}")
+            self.bad(where, "invalid UTF-8", f"invalid UTF-8 at byte {e.start + 1}")
             return None
 
 
@@ -82,8 +87,11 @@ def read_tsv(path: Path, checker: _LineChecker) -> tuple[list[str], list[str]]:
         cols = line.split("\t")
         if n == 1 and tuple(c.strip().lower() for c in cols) in HEADERS:
             continue
+        if not line.strip():
+            checker.bad(where, "empty line")
+            continue
         if len(cols) != 2:
-            checker.bad(where, f"expected 2 tab-separated columns, found {len(cols)}")
+            checker.bad(where, "wrong number of columns", f"expected 2 tab-separated columns, found {len(cols)}")
             continue
         s, t = cols[0].strip(), cols[1].strip()
         if not s or not t:
@@ -159,8 +167,10 @@ class NMTDataset(Dataset):
             self.src_texts, self.tgt_texts = read_tsv(resolved, checker)
             self.source = str(resolved)
         self.skipped = dict(checker.skipped)
+        where = {why: f" (first at {at})" for why, at in checker.first.items()}
         if not self.src_texts:
-            raise DataError(f"{self.source}: no sentence pairs found")
+            dropped = f"; all {sum(self.skipped.values())} lines were skipped as bad" if self.skipped else ""
+            raise DataError(f"{self.source}: no sentence pairs found{dropped}")
         if (src_vocab is None) != (tgt_vocab is None):
             raise DataError("pass both src_vocab and tgt_vocab, or neither to build them from this data")
         if src_vocab is None:
@@ -168,14 +178,16 @@ class NMTDataset(Dataset):
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         src_ids, tgt_ids = src_vocab.encode_many(self.src_texts), tgt_vocab.encode_many(self.tgt_texts)
         if max_len is not None:
-            keep = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids)) if 0 < len(s) <= max_len and 0 < len(t) <= max_len]
+            keep = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids)) if len(s) <= max_len and len(t) <= max_len]
+            if not keep:
+                raise DataError(f"{self.source}: every pair has a side longer than max_len={max_len} tokens; raise max_len")
             if len(keep) < len(src_ids):
                 self.skipped[f"longer than max_len={max_len} tokens"] = len(src_ids) - len(keep)
                 src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
                 self.src_texts, self.tgt_texts = [self.src_texts[i] for i in keep], [self.tgt_texts[i] for i in keep]
         self._src, self._tgt = _Packed(src_ids), _Packed(tgt_ids)
         if self.skipped:
-            reasons = ", ".join(f"{n} {why}" for why, n in self.skipped.items())
+            reasons = ", ".join(f"{n} {why}{where.get(why, '')}" for why, n in self.skipped.items())
             log.warning("%s: kept %d pairs, skipped %d (%s)", self.source, len(self), sum(self.skipped.values()), reasons)
 
     def __len__(self) -> int:

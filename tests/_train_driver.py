@@ -1,0 +1,121 @@
+"""A tiny training run driven through the Python API, for the kill / resume / signal tests (run as a subprocess).
+
+    python tests/_train_driver.py RUN_PARENT DATA_DIR FAULT [--resume] [KEY=VALUE ...]
+    python tests/_train_driver.py cli FAULT train CONFIG [--resume]     (the CLI instead of the Python API)
+
+FAULT injects one fault by wrapping a torchlingo function in this process only (the library has no test hooks):
+  none          train normally
+  batch:N       SIGKILL this process at the start of the N-th training batch (mid-epoch when N is)
+  save:N        SIGKILL during the N-th write of last.pt: the temporary file is written and fsynced, not renamed
+  val:N         SIGKILL inside the N-th validation
+  nan:A-B       the loss of batches A..B (1-based, counted in this process) is NaN
+  sleep:N       sleep 3 s at the start of the N-th batch (a window for the signal tests), printing "READY"
+At the end it writes RUN/final.pt: the model weights and the TrainResult's histories.
+"""
+
+import os
+import signal
+import sys
+import time
+import types
+
+import torch
+
+torch.set_num_threads(1)  # bitwise equality needs the same thread count in every run
+
+import torchlingo.checkpoint as C  # noqa: E402
+import torchlingo.training as T  # noqa: E402
+from torchlingo.config import Config  # noqa: E402
+from torchlingo.data_processing import NMTDataset, make_loader  # noqa: E402
+from torchlingo.errors import TorchlingoError  # noqa: E402
+from torchlingo.models import SimpleTransformer  # noqa: E402
+
+TINY = dict(tokenizer="word", d_model=16, n_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=32,
+            batch_size=8, num_epochs=2, learning_rate=3e-3, warmup_steps=4, checkpoint_interval=3, val_interval=4,
+            patience=3, amp="none", use_tensorboard=False, progress_bar=False, experiment_name="run", seed=7)
+
+
+def kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def inject(fault: str) -> None:
+    kind, _, arg = fault.partition(":")
+    if kind == "none":
+        return
+    if kind in ("batch", "sleep", "nan"):
+        lo, _, hi = arg.partition("-")
+        lo, hi = int(lo), int(hi or lo)
+        real, calls = T.sequence_loss, [0]
+
+        def sequence_loss(*args, **kwargs):
+            calls[0] += 1
+            if kind == "batch" and calls[0] == lo:
+                kill_self()
+            if kind == "sleep" and calls[0] == lo:
+                print("READY", flush=True)
+                time.sleep(3)
+            loss, n = real(*args, **kwargs)
+            if kind == "nan" and lo <= calls[0] <= hi:
+                loss = loss * float("nan")
+            return loss, n
+
+        T.sequence_loss = sequence_loss
+    elif kind == "val":
+        real_val, calls = T.validation_loss, [0]
+
+        def validation_loss(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == int(arg):
+                kill_self()
+            return real_val(*args, **kwargs)
+
+        T.validation_loss = validation_loss
+    elif kind == "save":
+        calls = [0]
+
+        def replace(src, dst):
+            if os.path.basename(dst) == "last.pt":
+                calls[0] += 1
+                if calls[0] == int(arg):
+                    assert os.path.getsize(src) > 0  # the temporary file is complete and fsynced
+                    kill_self()
+            os.replace(src, dst)
+
+        C.os = types.SimpleNamespace(**{**vars(os), "replace": replace})  # checkpoint.py's view of os only
+    else:
+        raise SystemExit(f"unknown fault {fault}")
+
+
+def main() -> None:
+    if sys.argv[1] == "cli":  # _train_driver.py cli FAULT train CONFIG ...: the CLI, with the fault injected
+        from torchlingo.cli import main as cli_main
+
+        inject(sys.argv[2])
+        raise SystemExit(cli_main(sys.argv[3:]))
+    parent, data, fault, *rest = sys.argv[1:]
+    resume = "--resume" in rest
+    overrides = dict(TINY, tensorboard_dir=parent)
+    for item in (r for r in rest if "=" in r):
+        key, _, value = item.partition("=")
+        overrides[key] = type(overrides.get(key, ""))(value) if key in overrides else value
+    config = Config(**overrides)
+    train = NMTDataset(os.path.join(data, "train.tsv"), config=config)
+    val = NMTDataset(os.path.join(data, "val.tsv"), train.src_vocab, train.tgt_vocab, config=config)
+    torch.manual_seed(config.seed)
+    model = SimpleTransformer(len(train.src_vocab), len(train.tgt_vocab), config=config)
+    resume_from = C.find_resumable(config.run_dir / "checkpoints") if resume else None
+    inject(fault)
+    try:
+        result = T.train_model(model, make_loader(train, config, shuffle=True), make_loader(val, config, shuffle=False),
+                               config, resume_from=resume_from)
+    except TorchlingoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(getattr(e, "exit_code", 2))
+    torch.save({"model": model.state_dict(), "train_losses": result.train_losses, "val_losses": result.val_losses,
+                "history": result.history, "steps": result.steps, "stopped_early": result.stopped_early,
+                "resumed_from": str(resume_from)}, config.run_dir / "final.pt")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Decoding: cached batched greedy/beam search against full-prefix references, the Translator, and sacreBLEU scores."""
+
+import math
+
+import pytest
+import torch
+
+from torchlingo.checkpoint import save_checkpoint
+from torchlingo.config import Config
+from torchlingo.data_processing.batching import pad_batch
+from torchlingo.data_processing.vocab import Vocab
+from torchlingo.decoding import (Translator, beam_search, gnmt_penalty, greedy_decode, max_lengths, reference_beam,
+                                 reference_greedy)
+from torchlingo.errors import CheckpointError, DataError
+from torchlingo.evaluation import score_corpus
+from torchlingo.models import SimpleTransformer
+
+
+def random_model(seed: int, src_vocab: int = 30, tgt_vocab: int = 25) -> SimpleTransformer:
+    """A seeded random model in float64 and eval mode: batched and unbatched runs agree far below any argmax gap.
+
+    Untied, sharpened output weights make the logits well separated and the output lengths vary (some sentences end
+    early, some run into the length limit), so every code path is exercised.
+    """
+    torch.manual_seed(seed)
+    config = Config(d_model=32, n_heads=4, num_encoder_layers=2, num_decoder_layers=2, d_ff=64, dropout=0.0,
+                    tie_embeddings=False)
+    model = SimpleTransformer(src_vocab, tgt_vocab, config).double().eval()
+    with torch.no_grad():
+        model.output_proj.weight.mul_(3.0)
+    return model
+
+
+def random_batch(seed: int, n: int, vocab: int = 30, max_len: int = 9) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, max_len, (n,), generator=g).tolist()
+    lengths[0] = max_len  # at least one long sentence, so the others are padded
+    return pad_batch([torch.randint(4, vocab, (length,), generator=g) for length in lengths])
+
+
+@pytest.mark.parametrize("seed,batch", [(0, 1), (1, 3), (2, 8), (3, 16)])
+def test_greedy_matches_full_prefix_reference(seed, batch):
+    model, src = random_model(seed), random_batch(seed + 100, batch)
+    assert (src == 0).any() or batch == 1
+    out = greedy_decode(model, src, max_len_a=1.5, max_len_b=4)
+    ref = [reference_greedy(model, src[i], max_len_a=1.5, max_len_b=4) for i in range(batch)]
+    assert out == ref
+    limits = max_lengths(src, 0, 1.5, 4, 10_000)
+    assert all(len(o) <= lim for o, lim in zip(out, limits))
+    assert len({len(o) for o in out}) > 1 or batch == 1  # lengths differ: rows were dropped mid-batch
+
+
+@pytest.mark.parametrize("seed,batch,beam", [(0, 1, 2), (1, 4, 3), (2, 8, 5), (4, 13, 4)])
+def test_beam_matches_full_prefix_reference(seed, batch, beam):
+    model, src = random_model(seed), random_batch(seed + 200, batch)
+    out = beam_search(model, src, beam_size=beam, length_penalty=0.6, max_len_a=1.2, max_len_b=5, n_best=beam)
+    for i in range(batch):
+        ref = reference_beam(model, src[i], beam_size=beam, length_penalty=0.6, max_len_a=1.2, max_len_b=5, n_best=beam)
+        assert [ids for ids, _ in out[i]] == [ids for ids, _ in ref]
+        assert [s for _, s in out[i]] == pytest.approx([s for _, s in ref], abs=1e-9)
+        assert len(out[i]) == beam
+
+
+def test_nbest_sorted_and_scores_are_normalized_log_probs():
+    model, src = random_model(5), random_batch(5, 6)
+    out = beam_search(model, src, beam_size=4, length_penalty=1.0, max_len_a=1.0, max_len_b=6, n_best=4)
+    for i, nbest in enumerate(out):
+        scores = [s for _, s in nbest]
+        assert scores == sorted(scores, reverse=True) and len(set(map(tuple, (ids for ids, _ in nbest)))) == 4
+        ids, score = nbest[0]  # rescore the best hypothesis by teacher forcing
+        row = src[i][src[i] != 0].unsqueeze(0)
+        tgt = torch.tensor([[2] + ids + [3]])
+        logits = model(row, tgt[:, :-1])
+        logits[..., 0] = logits[..., 2] = -math.inf  # <pad>, <s> are never produced
+        logp = logits.log_softmax(-1).gather(2, tgt[:, 1:].unsqueeze(2)).sum().item()
+        assert score == pytest.approx(logp / gnmt_penalty(len(ids) + 1, 1.0), abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_beam_one_equals_greedy(seed):
+    model, src = random_model(seed), random_batch(seed + 300, 10)
+    greedy = greedy_decode(model, src, 1.5, 6, return_scores=True)
+    beam = beam_search(model, src, beam_size=1, length_penalty=0.0, max_len_a=1.5, max_len_b=6)
+    assert [b[0][0] for b in beam] == [ids for ids, _ in greedy]
+    assert [b[0][1] for b in beam] == pytest.approx([lp for _, lp in greedy], abs=1e-9)
+
+
+def test_batch_equals_one_by_one():
+    model, src = random_model(7), random_batch(7, 12)
+    greedy = greedy_decode(model, src, 1.5, 5)
+    beam = beam_search(model, src, 3, 0.6, 1.5, 5, n_best=2)
+    for i in range(12):
+        row = src[i: i + 1, : int((src[i] != 0).sum())]
+        assert greedy_decode(model, row, 1.5, 5) == [greedy[i]]
+        single = beam_search(model, row, 3, 0.6, 1.5, 5, n_best=2)[0]
+        assert [ids for ids, _ in single] == [ids for ids, _ in beam[i]]
+
+
+def test_fp32_model_agrees_with_reference():
+    """The default precision too; a float tie flip would show up as a (rare) honest failure here, not be hidden."""
+    model = random_model(11).float()
+    src = random_batch(11, 6)
+    assert greedy_decode(model, src, 1.5, 5) == [reference_greedy(model, src[i], 1.5, 5) for i in range(6)]
+    beam = beam_search(model, src, 3, 0.6, 1.5, 5)
+    assert [b[0][0] for b in beam] == [reference_beam(model, src[i], 3, 0.6, 1.5, 5)[0][0] for i in range(6)]
+
+
+def test_max_length_is_a_times_source_plus_b():
+    src = pad_batch([torch.tensor([5] * 4), torch.tensor([6] * 2)])  # 6 and 4 non-pad tokens with <s> </s>
+    assert max_lengths(src, 0, 1.5, 3, 1000) == [12, 9]
+    assert max_lengths(src, 0, 1.5, 3, 10) == [10, 9]
+    model = random_model(0)
+    for ids in greedy_decode(model, src, 0.0, 2):
+        assert len(ids) <= 2
+
+
+def toy_translator(beam_size=3, **kwargs):
+    texts = ["the cat sees a dog", "a big red house", "the small dog runs", "a cat", "the dog likes the big cat"]
+    src_vocab, tgt_vocab = Vocab.build(texts), Vocab.build(["el gato ve un perro", "una casa grande roja"])
+    torch.manual_seed(3)
+    model = SimpleTransformer(len(src_vocab), len(tgt_vocab), Config(d_model=32, n_heads=4, num_encoder_layers=1,
+                                                                     num_decoder_layers=1, d_ff=64, dropout=0.0,
+                                                                     tie_embeddings=False))
+    return Translator(model, src_vocab, tgt_vocab, beam_size=beam_size, max_len_b=4, **kwargs), texts
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_translator_restores_input_order_and_batches_by_budget(beam):
+    translator, texts = toy_translator(beam, max_tokens=12)
+    out = translator.translate(texts)
+    assert len(out) == len(texts) and all(isinstance(t, str) for t in out)
+    assert out == [translator.translate([t])[0] for t in texts]
+    lengths = [len(translator.src_vocab.encode(t)) for t in texts]
+    groups = translator.batches(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(texts)))
+    assert all(len(g) * (max(lengths[i] for i in g) + 2) <= 12 or len(g) == 1 for g in groups)
+    assert len(groups) > 1
+    assert translator.translate([]) == []
+
+
+def test_translator_nbest_and_from_checkpoint(tmp_path):
+    translator, texts = toy_translator(3, n_best=3)
+    nbest = translator.translate_nbest(texts[:2])
+    assert all(len(n) == 3 and [s for _, s in n] == sorted((s for _, s in n), reverse=True) for n in nbest)
+    model = translator.model
+    path = save_checkpoint({"model": model.state_dict(), "model_args": model.args,
+                            "src_vocab": translator.src_vocab.to_state(), "tgt_vocab": translator.tgt_vocab.to_state(),
+                            "config": {"beam_size": 2, "max_len_b": 4}}, tmp_path / "best.pt")
+    loaded = Translator.from_checkpoint(path, beam_size=3)
+    assert loaded.beam_size == 3 and loaded.max_len_b == 4 and loaded.max_tokens == 4000
+    assert loaded.translate(texts) == translator.translate(texts)
+    assert Translator.from_checkpoint(path).beam_size == 2
+    save_checkpoint({"model": model.state_dict(), "model_args": model.args}, tmp_path / "novocab.pt")
+    with pytest.raises(CheckpointError, match="no vocabularies"):
+        Translator.from_checkpoint(tmp_path / "novocab.pt")
+
+
+def test_score_corpus_values_and_signatures():
+    refs = ["The cat sat on the mat.", "A dog runs in the park."]
+    perfect = score_corpus(refs, refs)
+    assert perfect["bleu"] == pytest.approx(100.0) and perfect["chrf"] == pytest.approx(100.0)
+    assert perfect["ter"] == pytest.approx(0.0)
+    assert perfect["bleu_signature"].startswith("nrefs:1|") and "nc:6|nw:0" in perfect["chrf_signature"]
+    hyps = ["The cat sat on a mat.", "A dog ran in the park."]
+    import sacrebleu
+
+    assert score_corpus(hyps, refs)["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
+    assert set(score_corpus(hyps, refs, metrics=("bleu",))) == {"bleu", "bleu_signature"}
+    two = score_corpus(hyps, [refs, hyps], metrics=("bleu",))
+    assert two["bleu"] == pytest.approx(100.0) and "nrefs:2" in two["bleu_signature"]
+    with pytest.raises(DataError, match="2 hypotheses but 1 references"):
+        score_corpus(hyps, refs[:1])
+    with pytest.raises(DataError, match="unknown metric 'meteor'"):
+        score_corpus(hyps, refs, metrics=("meteor",))

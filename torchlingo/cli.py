@@ -1,0 +1,213 @@
+"""The `torchlingo` command: train | translate | evaluate | download.
+
+    torchlingo train CONFIG [--set KEY=VALUE ...] [--resume | --overwrite]
+    torchlingo translate --checkpoint PATH [--input FILE] [--output FILE] [--beam-size N]
+    torchlingo evaluate --checkpoint PATH [--src FILE] --ref FILE [--beam-size N] [--json]
+    torchlingo download multi30k --dest DIR [--base-url URL]
+
+A user mistake (a torchlingo error, or a file that cannot be read or written) prints one line
+`torchlingo: error: ...` and exits 2; Ctrl-C exits 130. Both are handled in `main` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import DataError, TorchlingoError, TrainingInterrupted
+
+log = logging.getLogger("torchlingo")
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
+
+# -- train --------------------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import Config
+    from .experiment import run_experiment
+
+    config = Config.from_yaml(args.config, args.set)
+    metrics = run_experiment(config, resume=args.resume, overwrite=args.overwrite)
+    print(f"run directory: {config.run_dir}")
+    print(f"steps: {metrics['steps']}  best step: {metrics['best_step']}  best validation loss: "
+          f"{_fmt(metrics['best_val_loss'])}  training: {metrics['train_time_s']:.0f} s, "
+          f"{metrics['tokens_per_second']:,.0f} target tokens/s")
+    if "test_bleu" in metrics:
+        print(f"test BLEU = {metrics['test_bleu']:.2f}  {metrics.get('test_bleu_signature', '')}".rstrip())
+        print(f"test chrF = {metrics['test_chrf']:.2f}  {metrics.get('test_chrf_signature', '')}".rstrip())
+    return 0
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+# -- translate / evaluate -----------------------------------------------------------------------------------
+def _translator(args: argparse.Namespace):
+    from .decoding import Translator
+
+    overrides = {k: v for k, v in (("beam_size", args.beam_size), ("max_tokens", args.max_tokens),
+                                   ("device", args.device)) if v is not None}
+    return Translator.from_checkpoint(args.checkpoint, **overrides)
+
+
+def read_text_lines(path: str | None) -> list[str]:
+    """Lines of a UTF-8 file, or of stdin for None or '-', without line ends."""
+    name = "<stdin>" if path in (None, "-") else path
+    try:
+        if path in (None, "-"):
+            data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
+        else:
+            data = Path(path).read_bytes()
+    except OSError as e:
+        raise DataError(f"{name}: cannot read ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(f"{name}:{line}: invalid UTF-8 at byte {e.start}") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+def translate_lines(translator, lines: list[str]) -> list[str]:
+    """Translate the non-empty lines; an empty input line gives an empty output line, so the output stays aligned."""
+    todo = [i for i, ln in enumerate(lines) if ln.strip()]
+    out = [""] * len(lines)
+    for i, hyp in zip(todo, translator.translate([lines[i].strip() for i in todo]) if todo else []):
+        out[i] = hyp
+    return out
+
+
+def write_text_lines(path: str | None, lines: list[str]) -> None:
+    text = "".join(ln + "\n" for ln in lines)
+    if path in (None, "-"):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    lines = read_text_lines(args.input) if args.input not in (None, "-") else None  # a bad file fails at once
+    translator = _translator(args)  # a bad checkpoint fails before anyone types into stdin
+    lines = read_text_lines(args.input) if lines is None else lines
+    write_text_lines(args.output, translate_lines(translator, lines))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import score_corpus
+
+    refs = read_text_lines(args.ref)
+    src = read_text_lines(args.src) if args.src not in (None, "-") else None
+    translator = _translator(args)
+    src = read_text_lines(args.src) if src is None else src
+    if len(src) != len(refs):
+        raise DataError(f"{args.src or '<stdin>'} has {len(src)} lines but {args.ref} has {len(refs)}; "
+                        "source and reference must be aligned, one sentence a line")
+    hyps = translate_lines(translator, src)
+    if args.output:
+        write_text_lines(args.output, hyps)
+    scores = score_corpus(hyps, refs, metrics=("bleu", "chrf", "ter"))
+    if args.json:
+        print(json.dumps(scores, indent=2, ensure_ascii=False))
+    else:
+        for name, label in (("bleu", "BLEU"), ("chrf", "chrF"), ("ter", "TER")):
+            print(f"{label} = {scores[name]:.2f}  {scores.get(name + '_signature', '')}".rstrip())
+    return 0
+
+
+# -- download -----------------------------------------------------------------------------------------------
+def cmd_download(args: argparse.Namespace) -> int:
+    from .download import DEFAULT_BASE_URL, download_multi30k
+
+    paths = download_multi30k(args.dest, langs=args.langs, splits=args.splits,
+                              base_url=args.base_url or DEFAULT_BASE_URL, overwrite=args.overwrite)
+    for path in paths:
+        print(path)
+    return 0
+
+
+# -- parser and main ----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="torchlingo", description="Train, run and score translation models.")
+    parser.add_argument("--version", action="version", version=f"torchlingo {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model as a YAML config says, then translate and score its test set")
+    p.add_argument("config", help="YAML config (see configs/ and docs/configuration.md)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (value parsed as YAML); repeatable, e.g. --set max_steps=100")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue the run in the run directory from checkpoints/last.pt")
+    mode.add_argument("--overwrite", action="store_true", help="delete an earlier run in the run directory first")
+    p.set_defaults(func=cmd_train)
+
+    def decoding_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--checkpoint", required=True, help="a checkpoint written by training, e.g. runs/base/checkpoints/best.pt")
+        p.add_argument("--beam-size", type=int, help="beam width (1 is greedy); default: the run's beam_size")
+        p.add_argument("--max-tokens", type=int, help="source tokens per decoding batch")
+        p.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto")
+
+    p = sub.add_parser("translate", help="translate one sentence a line (stdin to stdout by default)")
+    decoding_options(p)
+    p.add_argument("--input", help="source file (default: stdin)")
+    p.add_argument("--output", help="output file (default: stdout)")
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("evaluate", help="translate a source file and score it against references (BLEU, chrF, TER)")
+    decoding_options(p)
+    p.add_argument("--src", help="source file (default: stdin)")
+    p.add_argument("--ref", required=True, help="reference translations, aligned with --src")
+    p.add_argument("--output", help="also write the translations here")
+    p.add_argument("--json", action="store_true", help="print the scores and signatures as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("download", help="download a public corpus")
+    corpora = p.add_subparsers(dest="corpus", required=True, metavar="CORPUS")
+    m = corpora.add_parser("multi30k", help="Multi30k task 1 raw text (de, en, fr, cs)")
+    m.add_argument("--dest", required=True, help="folder for the files, e.g. data/multi30k")
+    m.add_argument("--langs", nargs="+", default=["de", "en"], help="languages (default: de en)")
+    m.add_argument("--splits", nargs="+", default=["train", "val", "test_2016_flickr"], help="splits (default: train val test_2016_flickr)")
+    m.add_argument("--base-url", help="mirror to download from (also TORCHLINGO_MULTI30K_URL); file:// works")
+    m.add_argument("--overwrite", action="store_true", help="download files that already exist again")
+    m.set_defaults(func=cmd_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `torchlingo` and `python -m torchlingo`; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        hint = " (resume with: torchlingo train CONFIG --resume)" if args.command == "train" else ""
+        print(f"\ntorchlingo: interrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except TrainingInterrupted as e:  # SIGINT / SIGTERM: last.pt saved; exit 130 / 143
+        print(f"torchlingo: {e}", file=sys.stderr)
+        return e.exit_code
+    except TorchlingoError as e:
+        return _fail(str(e))
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(f"{where}{e.strerror or e}")
+
+
+def _fail(message: str) -> int:
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    print(f"torchlingo: error: {first}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

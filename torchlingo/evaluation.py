@@ -1,0 +1,85 @@
+"""Corpus BLEU, chrF and TER with sacreBLEU, each with its signature so a reported score can be reproduced.
+
+Scores are computed on detokenized text (what `Vocab.decode` returns) with sacreBLEU's own tokenization, so they
+compare across toolkits; never on subword pieces.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .errors import DataError
+
+METRICS = ("bleu", "chrf", "ter")
+
+
+def _metric(name: str):
+    from sacrebleu.metrics import BLEU, CHRF, TER
+
+    return {"bleu": BLEU, "chrf": CHRF, "ter": TER}[name]()
+
+
+def score_corpus(hyps: Sequence[str], refs: Sequence[str] | Sequence[Sequence[str]],
+                 metrics: Sequence[str] = METRICS) -> dict:
+    """Corpus scores of `hyps` against `refs`: {"bleu": 27.1, "bleu_signature": "nrefs:1|...", "chrf": ..., ...}.
+
+    `refs` is one reference per hypothesis, or a list of reference streams (each as long as `hyps`) for several.
+    """
+    hyps = list(hyps)
+    streams = [list(refs)] if not refs or isinstance(refs[0], str) else [list(r) for r in refs]
+    for stream in streams:
+        if len(stream) != len(hyps):
+            raise DataError(f"score_corpus: {len(hyps)} hypotheses but {len(stream)} references; they must pair up line by line")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise DataError(f"score_corpus: unknown metric {unknown[0]!r} (choose from {', '.join(METRICS)})")
+    scores: dict = {}
+    for name in metrics:
+        metric = _metric(name)
+        result = metric.corpus_score(hyps, streams)
+        scores[name] = float(result.score)
+        scores[f"{name}_signature"] = str(metric.get_signature())
+    return scores
+
+
+class BleuValidator:
+    """A `train_model` validator: decodes the validation set and returns {"bleu": ..., "chrf": ...}.
+
+    Built by train_model when `config.eval_bleu` is set. Decodes greedily (or with `config.eval_beam_size`) and
+    writes the first `samples` translations to TensorBoard as text (`val/translations`) when given a RunLogger.
+    """
+
+    def __init__(self, dataset, config, logger=None, samples: int = 3):
+        from .errors import ConfigError
+
+        missing = [a for a in ("src_texts", "tgt_texts", "src_vocab", "tgt_vocab") if not hasattr(dataset, a)]
+        if missing:
+            raise ConfigError(f"eval_bleu: the validation dataset ({type(dataset).__name__}) has no {missing[0]}; "
+                              "use an NMTDataset as val set")
+        self.dataset, self.config, self.logger, self.samples = dataset, config, logger, samples
+        self.src_ids = [dataset[i][0].tolist() for i in range(len(dataset))]
+
+    def __call__(self, model, step: int) -> dict:
+        from .decoding import Translator
+
+        c, was_training = self.config, model.training
+        device = next(model.parameters()).device
+        translator = Translator(model, self.dataset.src_vocab, self.dataset.tgt_vocab, beam_size=c.eval_beam_size,
+                                length_penalty=c.length_penalty, max_len_a=c.max_len_a, max_len_b=c.max_len_b,
+                                max_tokens=c.decode_max_tokens, device=str(device), progress=False)
+        try:
+            hyps = [self.dataset.tgt_vocab.decode(nbest[0][0]) for nbest in translator.decode_ids(self.src_ids)]
+        finally:
+            model.train(was_training)
+        scores = score_corpus(hyps, self.dataset.tgt_texts, metrics=("bleu", "chrf"))
+        if self.logger is not None and self.samples:
+            rows = ["| source | reference | translation |", "|---|---|---|"]
+            rows += [f"| {_cell(s)} | {_cell(r)} | {_cell(h)} |" for s, r, h in
+                     zip(self.dataset.src_texts[: self.samples], self.dataset.tgt_texts, hyps)]
+            self.logger.text("val/translations", "\n".join(rows), step)
+        return {"bleu": scores["bleu"], "chrf": scores["chrf"]}
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
