@@ -95,9 +95,9 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attention_dropout: float = 0.0):
         super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(d_model), Attention(d_model, n_heads, dropout)
+        self.norm1, self.attn = nn.LayerNorm(d_model), Attention(d_model, n_heads, attention_dropout)
         self.norm2, self.ff = nn.LayerNorm(d_model), FeedForward(d_model, d_ff, dropout)
         self.dropout = nn.Dropout(dropout)
 
@@ -107,10 +107,10 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attention_dropout: float = 0.0):
         super().__init__()
-        self.norm1, self.self_attn = nn.LayerNorm(d_model), Attention(d_model, n_heads, dropout)
-        self.norm2, self.cross_attn = nn.LayerNorm(d_model), Attention(d_model, n_heads, dropout, cross=True)
+        self.norm1, self.self_attn = nn.LayerNorm(d_model), Attention(d_model, n_heads, attention_dropout)
+        self.norm2, self.cross_attn = nn.LayerNorm(d_model), Attention(d_model, n_heads, attention_dropout, cross=True)
         self.norm3, self.ff = nn.LayerNorm(d_model), FeedForward(d_model, d_ff, dropout)
         self.dropout = nn.Dropout(dropout)
 
@@ -131,15 +131,16 @@ class SimpleTransformer(nn.Module):
         self.args = {"src_vocab_size": src_vocab_size, "tgt_vocab_size": tgt_vocab_size, "d_model": c.d_model,
                      "n_heads": c.n_heads, "num_encoder_layers": c.num_encoder_layers,
                      "num_decoder_layers": c.num_decoder_layers, "d_ff": c.d_ff, "dropout": c.dropout,
-                     "tie_embeddings": c.tie_embeddings, "max_positions": c.max_positions, "pad_idx": c.pad_idx}
+                     "attention_dropout": c.attention_dropout, "tie_embeddings": c.tie_embeddings, "max_positions": c.max_positions, "pad_idx": c.pad_idx}
         d = c.d_model
         self.d_model, self.pad_idx = d, c.pad_idx
         self.src_embed = nn.Embedding(src_vocab_size, d, padding_idx=c.pad_idx)
         self.tgt_embed = nn.Embedding(tgt_vocab_size, d, padding_idx=c.pad_idx)
         self.register_buffer("positions", sinusoidal_positions(c.max_positions, d), persistent=False)
         self.embed_dropout = nn.Dropout(c.dropout)
-        self.encoder_layers = nn.ModuleList(EncoderLayer(d, c.n_heads, c.d_ff, c.dropout) for _ in range(c.num_encoder_layers))
-        self.decoder_layers = nn.ModuleList(DecoderLayer(d, c.n_heads, c.d_ff, c.dropout) for _ in range(c.num_decoder_layers))
+        layer_args = (d, c.n_heads, c.d_ff, c.dropout, c.attention_dropout)
+        self.encoder_layers = nn.ModuleList(EncoderLayer(*layer_args) for _ in range(c.num_encoder_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(*layer_args) for _ in range(c.num_decoder_layers))
         self.encoder_norm, self.decoder_norm = nn.LayerNorm(d), nn.LayerNorm(d)
         self.output_proj = nn.Linear(d, tgt_vocab_size, bias=False)
         self._init_weights()
