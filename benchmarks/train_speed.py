@@ -218,7 +218,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train.de / train.en")
     p.add_argument("--steps", type=int, default=40, help="timed fp32 optimizer steps per row")
-    p.add_argument("--bf16-steps", type=int, default=None, help="timed bf16 steps (default steps/4: emulated bf16 is slow)")
+    p.add_argument("--bf16-steps", type=int, default=None,
+                   help="timed bf16 steps (default steps/4, or 2 where bf16 is emulated: ~20x slower than fp32)")
     p.add_argument("--warmup", type=int, default=4, help="untimed steps first")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--target-tokens", type=float, default=2000, help="mean target tokens per batch")
@@ -234,7 +235,6 @@ def main() -> None:
         return
     if args.quick:
         args.steps, args.warmup = min(args.steps, 8), 2
-    bf16_steps = args.bf16_steps or max(2, args.steps // 4)
     if not (args.data / "train.de").is_file():
         sys.exit(f"{args.data}: no train.de / train.en here; pass --data")
 
@@ -243,6 +243,7 @@ def main() -> None:
     from torchlingo.runtime import cpu_has_fast_bf16, resolve_amp_dtype
 
     torch.set_num_threads(args.threads)
+    bf16_steps = args.bf16_steps or (max(2, args.steps // 4) if cpu_has_fast_bf16() else 2)
     began = time.perf_counter()
     spm = sp_model_path(args.data)
     config, dataset, loader = load(args.data, spm, 0)
@@ -261,10 +262,11 @@ def main() -> None:
     for _ in range(args.repeats):
         for impl, amp, comp in rows:
             steps = args.steps if amp == "fp32" else bf16_steps
-            spec = dict(impl=impl, amp=amp, compile=comp, steps=steps, warmup=args.warmup, threads=args.threads,
+            warmup = args.warmup if amp == "fp32" or cpu_has_fast_bf16() else 1
+            spec = dict(impl=impl, amp=amp, compile=comp, steps=steps, warmup=warmup, threads=args.threads,
                         data=str(args.data), spm=str(spm), max_tokens=max_tokens)
             r = run_row(spec)
-            stats = batch_stats(dataset, batches[args.warmup: args.warmup + steps])
+            stats = batch_stats(dataset, batches[warmup: warmup + steps])
             r.update(stats, steps=steps, tok_s=stats["tokens"] / r["seconds"])
             print(f"  {impl:10s} {amp}{' compile' if comp else ''}: {r['tok_s']:.0f} target tok/s", file=sys.stderr)
             key = (impl, amp, comp)
