@@ -62,6 +62,7 @@ class Config:
     num_decoder_layers: int = _opt("model", 3, "Decoder layers.", min=1)
     d_ff: int = _opt("model", 1024, "Hidden width of the feed-forward blocks.", min=1)
     dropout: float = _opt("model", 0.1, "Dropout on embeddings, attention outputs and feed-forward blocks.", min=0.0, max=0.99)
+    attention_dropout: float = _opt("model", 0.0, "Dropout on attention weights (as fairseq, off by default: it forces the slow attention kernel).", min=0.0, max=0.99)
     tie_embeddings: bool = _opt("model", True, "Share the target embedding and the output projection.")
     max_positions: int = _opt("model", 1024, "Longest sequence the positional encoding covers.", min=1)
     pad_idx: int = _opt("model", 0, "Padding id; fixed at 0 by every vocabulary (unk 1, bos 2, eos 3).", min=0, max=0)

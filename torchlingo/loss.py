@@ -19,7 +19,8 @@ def sequence_loss(model, src: torch.Tensor, tgt: torch.Tensor, pad_idx: int = 0,
     hidden = model.decode_hidden(tgt_in, *model.encode(src))
     keep = tgt_out != pad_idx
     logits = model.project(hidden[keep])
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16/fp16 logits: softmax in fp32
+    if logits.dtype in (torch.float16, torch.bfloat16):  # softmax over the vocabulary in fp32 under autocast
+        logits = logits.float()
     total = F.cross_entropy(logits, tgt_out[keep], label_smoothing=label_smoothing, reduction="sum")
     n_tokens = keep.sum()
     return total / n_tokens.clamp(min=1), n_tokens

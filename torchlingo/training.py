@@ -22,7 +22,8 @@ from .checkpoint import check_writable, load_checkpoint, save_checkpoint
 from .config import Config
 from .errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from .loss import sequence_loss
-from .runtime import Precision, build_optimizer, capture_rng, resolve_device, restore_rng, seed_everything
+from .runtime import (Precision, build_optimizer, capture_rng, keep_freed_memory, resolve_device, restore_rng,
+                      seed_everything)
 from .schedulers import build_scheduler, is_plateau
 from .tracking import RunLogger
 from .validation import EarlyStopping, validation_loss
@@ -90,6 +91,8 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
     seed_everything(config.seed)
     device = resolve_device(config.device)
     model.to(device)
+    if device.type == "cpu":
+        keep_freed_memory()  # large tensors are reused instead of page-faulted in every step
     optimizer = build_optimizer(model, config)
     precision = Precision(config, device)
     steps_per_epoch = math.ceil(len(train_loader) / config.accumulation_steps)

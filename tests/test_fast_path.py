@@ -1,0 +1,139 @@
+"""The fast training path trains the same model as the textbook one, and token-budget batches carry little padding."""
+
+import math
+import random
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from torchlingo.config import Config
+from torchlingo.data_processing import TokenBudgetBatchSampler, pad_batch
+from torchlingo.loss import sequence_loss
+from torchlingo.models import SimpleTransformer
+
+V = 40
+
+
+def small_model(dropout: float = 0.0) -> SimpleTransformer:
+    config = Config(d_model=32, n_heads=4, num_encoder_layers=2, num_decoder_layers=2, d_ff=64, dropout=dropout)
+    return SimpleTransformer(V, V, config).double()
+
+
+def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sentences of different lengths, so both sides carry padding."""
+    g = torch.Generator().manual_seed(seed)
+    src = [torch.randint(4, V, (n,), generator=g) for n in (3, 9, 6, 1, 7)]
+    tgt = [torch.randint(4, V, (n,), generator=g) for n in (5, 2, 8, 4, 1)]
+    return pad_batch(src), pad_batch(tgt)
+
+
+def naive_attention(attn, x, memory=None, key_pad=None, causal=False):
+    """Multi-head attention written out: separate q/k/v slices of the fused weights, explicit masked softmax."""
+    d = x.size(-1)
+    h = attn.n_heads
+    if attn.cross:
+        q = F.linear(x, attn.q_proj.weight, attn.q_proj.bias)
+        k, v = F.linear(memory, attn.kv_proj.weight, attn.kv_proj.bias).split(d, dim=-1)
+    else:
+        w, b = attn.qkv_proj.weight, attn.qkv_proj.bias
+        q, k, v = (F.linear(x, w[i * d:(i + 1) * d], b[i * d:(i + 1) * d]) for i in range(3))
+    split = lambda t: t.view(t.size(0), t.size(1), h, d // h).transpose(1, 2)  # noqa: E731
+    q, k, v = split(q), split(k), split(v)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(d // h)
+    if key_pad is not None:
+        scores = scores.masked_fill(key_pad[:, None, None, :], float("-inf"))
+    if causal:
+        t = scores.size(-1)
+        scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(x.shape)
+    return attn.out_proj(out)
+
+
+def naive_logits(model, src, tgt_in):
+    """The whole model again, layer by layer, with naive attention: logits for every position, padding included."""
+    pad = src == model.pad_idx
+    x = model.src_embed(src) * math.sqrt(model.d_model) + model.positions[: src.size(1)]
+    for layer in model.encoder_layers:
+        x = x + naive_attention(layer.attn, layer.norm1(x), key_pad=pad)
+        x = x + layer.ff(layer.norm2(x))
+    memory = model.encoder_norm(x)
+    y = model.tgt_embed(tgt_in) * math.sqrt(model.d_model) + model.positions[: tgt_in.size(1)]
+    for layer in model.decoder_layers:
+        y = y + naive_attention(layer.self_attn, layer.norm1(y), causal=True)
+        y = y + naive_attention(layer.cross_attn, layer.norm2(y), memory, key_pad=pad)
+        y = y + layer.ff(layer.norm3(y))
+    return model.output_proj(model.decoder_norm(y))
+
+
+def loss_and_grads(model, compute):
+    model.zero_grad(set_to_none=True)
+    loss = compute()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_fast_loss_matches_full_logits_cross_entropy_and_naive_attention(label_smoothing):
+    torch.manual_seed(0)
+    model = small_model()
+    src, tgt = batch()
+    criterion = nn.CrossEntropyLoss(ignore_index=0, label_smoothing=label_smoothing)
+
+    fast_loss, fast_grads = loss_and_grads(model, lambda: sequence_loss(model, src, tgt, 0, label_smoothing)[0])
+    full = lambda logits: criterion(logits.reshape(-1, V), tgt[:, 1:].reshape(-1))  # noqa: E731
+    ref_loss, ref_grads = loss_and_grads(model, lambda: full(model(src, tgt[:, :-1])))
+    naive_loss, naive_grads = loss_and_grads(model, lambda: full(naive_logits(model, src, tgt[:, :-1])))
+
+    assert fast_loss.item() > 1.0  # an untrained model: about log(40) = 3.7
+    torch.testing.assert_close(fast_loss, ref_loss, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(fast_loss, naive_loss, rtol=1e-10, atol=1e-12)
+    assert fast_grads.keys() == ref_grads.keys() == naive_grads.keys()
+    assert len(fast_grads) == len(list(model.parameters()))
+    for name in fast_grads:
+        torch.testing.assert_close(fast_grads[name], ref_grads[name], rtol=1e-8, atol=1e-10, msg=name)
+        torch.testing.assert_close(fast_grads[name], naive_grads[name], rtol=1e-8, atol=1e-10, msg=name)
+
+
+def test_padding_positions_do_not_change_loss_or_gradients():
+    """Appending a padding-only column (as a bigger batch would) changes nothing."""
+    model = small_model()
+    src, tgt = batch(1)
+    loss, grads = loss_and_grads(model, lambda: sequence_loss(model, src, tgt, 0, 0.1)[0])
+    wide_src, wide_tgt = F.pad(src, (0, 3)), F.pad(tgt, (0, 2))
+    wide_loss, wide_grads = loss_and_grads(model, lambda: sequence_loss(model, wide_src, wide_tgt, 0, 0.1)[0])
+    torch.testing.assert_close(loss, wide_loss, rtol=1e-10, atol=1e-12)
+    for name in grads:
+        torch.testing.assert_close(grads[name], wide_grads[name], rtol=1e-8, atol=1e-10, msg=name)
+
+
+def test_token_budget_batches_keep_target_padding_under_ten_percent():
+    rng = random.Random(0)
+    # Lengths like a real corpus: a long tail (1..120 tokens), sources correlated with but not equal to targets.
+    tgt_lengths = [min(120, max(1, int(rng.lognormvariate(2.6, 0.5)))) for _ in range(6000)]
+    src_lengths = [max(1, int(n * rng.uniform(0.7, 1.4))) for n in tgt_lengths]
+    sampler = TokenBudgetBatchSampler(src_lengths, tgt_lengths, max_tokens=2500, seed=3)
+    real = padded = 0
+    for b in sampler:
+        t = [tgt_lengths[i] + 1 for i in b]  # predicted positions: the sentence and </s>
+        real, padded = real + sum(t), padded + len(t) * max(t)
+        assert max(max(src_lengths[i], tgt_lengths[i]) + 2 for i in b) * len(b) <= 2500 or len(b) == 1
+    assert sorted(i for b in sampler for i in b) == list(range(6000))
+    assert 1 - real / padded < 0.10
+
+
+def test_dropout_keeps_each_value_with_probability_one_minus_p_and_rescales():
+    from torchlingo.models.transformer import Dropout
+
+    drop = Dropout(0.1)
+    x = torch.ones(400, 1000)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.003  # 400k draws: std of the mean is 0.0005
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.9))
+    x.requires_grad_(True)
+    y = drop(x)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (y != 0).double().float() / 0.9)
+    assert drop.eval()(x) is x
