@@ -17,6 +17,7 @@ from .config import Config
 from .data_processing import NMTDataset, load_vocab, make_loader
 from .errors import ConfigError, TorchlingoError
 from .models import SimpleTransformer
+from .runtime import seed_everything
 from .training import TrainResult, train_model
 
 log = logging.getLogger("torchlingo")
@@ -107,6 +108,7 @@ def run_experiment(config: Config, resume: bool = False, overwrite: bool = False
     config.to_yaml(run_dir / "config.yaml")
     log.info("data: %d training pairs, %s validation pairs; vocabularies %d (source), %d (target)",
              len(train), len(val) if val is not None else "no", len(src_vocab), len(tgt_vocab))
+    seed_everything(config.seed)  # the initial weights depend on the seed alone (a resume then loads its own)
     model = SimpleTransformer(len(src_vocab), len(tgt_vocab), config=config)
     log.info("model: %.2fM parameters; run directory %s", sum(p.numel() for p in model.parameters()) / 1e6, run_dir)
     result = train_model(model, make_loader(train, config, shuffle=True),
