@@ -165,3 +165,11 @@ def test_download_multi30k_from_a_local_mirror(tmp_path, capsys):
     assert printed == [str(dest / name) for name in texts]
     for name, text in texts.items():
         assert (dest / name).read_text(encoding="utf-8") == text
+
+
+def test_train_without_checkpoints_scores_the_final_model(tmp_path):
+    root = write_corpus(tmp_path)
+    assert main(["train", str(write_config(root, "nockpt", save_checkpoints=False, num_epochs=1))]) == 0
+    metrics = json.loads((root / "runs" / "nockpt" / "metrics.json").read_text())
+    assert metrics["test_checkpoint"] is None and metrics["test_sentences"] == 10 and 0 <= metrics["test_bleu"] <= 100
+    assert not (root / "runs" / "nockpt" / "checkpoints").exists()
