@@ -14,7 +14,7 @@ from conftest import write_toy_tsv
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = {
-    "data": {"tokenizer": "word", "max_tokens": 256},
+    "data": {"tokenizer": "word", "max_tokens": 96},
     "model": {"d_model": 16, "n_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "d_ff": 32, "dropout": 0.0},
     "training": {"learning_rate": 0.01, "warmup_steps": 2, "num_epochs": 2, "seed": 3, "device": "cpu", "amp": "none"},
     "decoding": {"beam_size": 2, "max_len_b": 5, "decode_max_tokens": 200},

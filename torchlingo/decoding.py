@@ -108,14 +108,15 @@ def beam_search(model, src: torch.Tensor, beam_size: int = 5, length_penalty: fl
     cache = model.new_cache()
     sentences = list(range(n))  # original index of each active sentence
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
-    scores = torch.full((n, k), -math.inf, dtype=torch.float64, device=device)
+    scores = torch.full((n, k), -math.inf, dtype=torch.float64 if memory.dtype == torch.float64 else torch.float32,
+                        device=device)
     scores[:, 0] = 0.0  # all beams start identical: only the first may expand
     history = torch.empty((n * k, 0), dtype=torch.long, device=device)  # generated tokens of each row
     tokens = torch.full((n * k, 1), BOS_IDX, dtype=torch.long, device=device)
     not_eos = None
     for t in range(max(limits) + 1):
         m = len(sentences)
-        logp = _log_probs(model.project(model.decode_hidden(tokens, memory, src_mask, cache)[:, -1]), model.pad_idx).double()
+        logp = _log_probs(model.project(model.decode_hidden(tokens, memory, src_mask, cache)[:, -1]), model.pad_idx)
         memory = None
         vocab = logp.size(-1)
         at_limit = [limits[s] <= t for s in sentences]
@@ -151,8 +152,10 @@ def beam_search(model, src: torch.Tensor, beam_size: int = 5, length_penalty: fl
             rows = (keep.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
             scores, origin, new_tokens, src_mask = scores[keep], origin[rows], new_tokens[rows], src_mask[rows]
             sentences = [sentences[i] for i in alive]
+            # The beams of a sentence share its cross-attention keys/values: they only lose the dropped sentences.
+            cache.cross_kv = [(key[rows], value[rows]) for key, value in cache.cross_kv]
         history = torch.cat([history[origin], new_tokens.unsqueeze(1)], dim=1)
-        cache.select(origin)
+        cache.self_kv = [(key.index_select(0, origin), value.index_select(0, origin)) for key, value in cache.self_kv]
         tokens = new_tokens.unsqueeze(1)
     return [[(ids, score) for score, ids in sorted(bucket, key=lambda h: -h[0])[:n_best]] for bucket in finished]
 
@@ -282,11 +285,11 @@ def reference_beam(model, src: torch.Tensor, beam_size: int = 5, length_penalty:
     finished: list[tuple[float, list[int]]] = []
     for t in range(limit + 1):
         prefix = torch.tensor([[BOS_IDX] + ids for _, ids in beams], device=src.device)
-        logp = _log_probs(model(src.expand(len(beams), -1), prefix)[:, -1], model.pad_idx).double()
+        logp = _log_probs(model(src.expand(len(beams), -1), prefix)[:, -1], model.pad_idx)
         if t >= limit:
             logp[:, :EOS_IDX], logp[:, EOS_IDX + 1:] = -math.inf, -math.inf
         vocab = logp.size(-1)
-        flat = torch.tensor([score for score, _ in beams], dtype=torch.float64, device=src.device)[:, None] + logp
+        flat = torch.tensor([score for score, _ in beams], dtype=logp.dtype, device=src.device)[:, None] + logp
         flat = torch.cat([flat, flat.new_full((beam_size - len(beams), vocab), -math.inf)]).view(-1)
         top_scores, top_idx = flat.topk(min(2 * beam_size, flat.numel()))
         new_beams = []

@@ -124,7 +124,7 @@ def run_experiment(config: Config, resume: bool = False, overwrite: bool = False
                          resume_from=resume_from)
     metrics = _train_metrics(result, resume)
     if test is not None:
-        metrics.update(evaluate_test_set(config, result, test, run_dir))
+        metrics.update(evaluate_test_set(config, result, test, run_dir, model))
     write_json(run_dir / "metrics.json", metrics)
     return metrics
 
@@ -136,23 +136,31 @@ def _train_metrics(result: TrainResult, resumed: bool) -> dict:
             "resumed": resumed, "stopped_early": result.stopped_early}
 
 
-def evaluate_test_set(config: Config, result: TrainResult, test: NMTDataset, run_dir: Path) -> dict:
-    """Translate the test set with the best checkpoint (beam from the config), write test.hyp, score it."""
+def evaluate_test_set(config: Config, result: TrainResult, test: NMTDataset, run_dir: Path, model=None) -> dict:
+    """Translate the test set with the best checkpoint (beam from the config), write test.hyp, score it.
+
+    Without checkpoints (`save_checkpoints: false`) the model as training left it is used."""
     from .decoding import Translator
     from .evaluation import score_corpus
 
-    checkpoint = result.best_checkpoint or result.last_checkpoint or run_dir / "checkpoints" / "best.pt"
-    if not Path(checkpoint).is_file():
-        checkpoint = run_dir / "checkpoints" / "last.pt"
-    translator = Translator.from_checkpoint(checkpoint, beam_size=config.beam_size, length_penalty=config.length_penalty,
-                                            max_len_a=config.max_len_a, max_len_b=config.max_len_b,
-                                            max_tokens=config.decode_max_tokens, device=config.device)
-    log.info("translating %d test sentences with %s (beam %d)", len(test.src_texts), checkpoint, config.beam_size)
+    settings = dict(beam_size=config.beam_size, length_penalty=config.length_penalty, max_len_a=config.max_len_a,
+                    max_len_b=config.max_len_b, max_tokens=config.decode_max_tokens)
+    candidates = [result.best_checkpoint, result.last_checkpoint, run_dir / "checkpoints" / "best.pt",
+                  run_dir / "checkpoints" / "last.pt"]
+    checkpoint = next((Path(c) for c in candidates if c is not None and Path(c).is_file()), None)
+    if checkpoint is not None:
+        translator = Translator.from_checkpoint(checkpoint, device=config.device, **settings)
+    elif model is not None:
+        translator = Translator(model, test.src_vocab, test.tgt_vocab, device=str(next(model.parameters()).device), **settings)
+    else:
+        raise TorchlingoError(f"{run_dir / 'checkpoints'}: no checkpoint to translate the test set with")
+    log.info("translating %d test sentences with %s (beam %d)", len(test.src_texts),
+             checkpoint or "the final model", config.beam_size)
     hyps = translator.translate(test.src_texts)
     write_lines(run_dir / "test.hyp", hyps)
     scores = score_corpus(hyps, test.tgt_texts, metrics=("bleu", "chrf"))
-    return {"test_file": str(config.test_file), "test_checkpoint": str(checkpoint), "test_sentences": len(hyps),
-            **{f"test_{k}": v for k, v in scores.items()}}
+    return {"test_file": str(config.test_file), "test_checkpoint": str(checkpoint) if checkpoint else None,
+            "test_sentences": len(hyps), **{f"test_{k}": v for k, v in scores.items()}}
 
 
 def write_lines(path: Path, lines: list[str]) -> None:

@@ -1,0 +1,79 @@
+"""The shipped configs load and point at real data; the docs are generated from the code; the README's commands
+are the ones CI runs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from torchlingo.config import Config
+from torchlingo.data_processing import NMTDataset, resolve_data_path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
+
+
+def test_base_config_is_valid_and_its_data_exists(monkeypatch):
+    monkeypatch.chdir(REPO)  # relative paths resolve against the working directory, as documented
+    config = Config.from_yaml("configs/base.yaml")
+    assert config.experiment_name == "base" and config.tokenizer == "word"
+    for key in ("train_file", "val_file", "test_file"):
+        path = resolve_data_path(getattr(config, key), config.src_lang, config.tgt_lang)
+        assert Path(path).is_file(), f"{key}: {path}"
+    test = NMTDataset(config.test_file, config=config)  # parses: two columns, a header, no bad line
+    assert len(test) == 500
+
+
+def test_multi30k_config_and_shared_path_override():
+    config = Config.from_yaml(REPO / "configs" / "multi30k_de_en.yaml")
+    assert (config.src_lang, config.tgt_lang, config.tokenizer, config.vocab_size, config.joint_vocab) == \
+        ("de", "en", "sentencepiece", 8000, True)
+    assert (config.num_encoder_layers, config.num_decoder_layers, config.d_model, config.n_heads, config.d_ff) == \
+        (3, 3, 256, 4, 1024)
+    assert resolve_data_path(config.train_file, "de", "en") == (Path("data/multi30k/train.de"), Path("data/multi30k/train.en"))
+    sets = [f"{k}=../shared/data/multi30k/{v}" for k, v in
+            (("train_file", "train"), ("val_file", "val"), ("test_file", "test_2016_flickr"))]
+    moved = Config.from_yaml(REPO / "configs" / "multi30k_de_en.yaml", sets)
+    assert resolve_data_path(moved.test_file, "de", "en") == \
+        (Path("../shared/data/multi30k/test_2016_flickr.de"), Path("../shared/data/multi30k/test_2016_flickr.en"))
+
+
+@pytest.mark.slow
+def test_multi30k_config_reads_the_shared_corpus(monkeypatch):
+    """Needs ../shared/data/multi30k (not in the repository)."""
+    monkeypatch.chdir(REPO)
+    sets = [f"{k}=../shared/data/multi30k/{v}" for k, v in
+            (("train_file", "train"), ("val_file", "val"), ("test_file", "test_2016_flickr"))]
+    config = Config.from_yaml("configs/multi30k_de_en.yaml", sets + ["tokenizer=word"])
+    assert len(NMTDataset(config.val_file, config=config)) == 1014
+
+
+def test_configuration_doc_is_up_to_date():
+    proc = subprocess.run([sys.executable, str(REPO / "docs" / "gen_configuration.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    text = (REPO / "docs" / "configuration.md").read_text()
+    assert "| `learning_rate` | float | `0.0005` |" in text and "## `decoding:`" in text
+
+
+def test_readme_commands_are_the_ones_ci_runs():
+    readme = (REPO / "README.md").read_text()
+    commands = re.findall(r"```bash\n(python3 -m venv .*)\n```", readme)
+    assert len(commands) == 2
+    main_job, tests = commands
+    assert main_job.endswith("&& torchlingo train configs/base.yaml")
+    ci = [ln.strip() for ln in (REPO / ".ci" / "run").read_text().splitlines()
+          if ln.strip() and not ln.startswith("#") and not ln.startswith(("set ", "cd ", "rm "))]
+    # .ci/run runs the same steps as the README's test command (pip quietly, one step a line)
+    assert " && ".join(ci).replace(" -q install", " install").replace("pip install -q", "pip install") == tests
+
+
+def test_mkdocs_nav_pages_exist():
+    nav = re.findall(r"^\s+- [^:]+: (\S+\.md)$", (REPO / "mkdocs.yml").read_text(), flags=re.M)
+    assert {"index.md", "quickstart.md", "cli.md", "configuration.md", "training.md", "tensorboard.md"} == set(nav)
+    for page in nav:
+        assert (REPO / "docs" / page).is_file(), page
