@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # runs from a checkout without installing
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "multi30k"  # the team's copy beside the repository
 
 from torchlingo.data_processing.batching import pad_batch  # noqa: E402
 from torchlingo.decoding import Translator, reference_beam, reference_greedy  # noqa: E402
@@ -27,7 +29,7 @@ from torchlingo.evaluation import score_corpus  # noqa: E402
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a torchlingo checkpoint (best.pt / last.pt)")
-    p.add_argument("--data", default="/work/shared/data/multi30k", help="folder with SPLIT.SRC and SPLIT.TGT")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="folder with SPLIT.SRC and SPLIT.TGT")
     p.add_argument("--split", default="test_2016_flickr")
     p.add_argument("--src-lang", default="de")
     p.add_argument("--tgt-lang", default="en")

@@ -26,9 +26,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "multi30k"
-if not DEFAULT_DATA.is_dir():
-    DEFAULT_DATA = Path("/work/shared/data/multi30k")
+sys.path.insert(0, str(ROOT))  # runs from a checkout without installing
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "multi30k"  # the team's copy beside the repository
 MODEL = dict(d_model=256, n_heads=4, num_encoder_layers=3, num_decoder_layers=3, d_ff=1024, dropout=0.1)
 
 

@@ -1,5 +1,6 @@
 """Shared fixtures: small corpora written to temporary folders, seeded, CPU only."""
 
+import logging
 import random
 from pathlib import Path
 
@@ -35,3 +36,12 @@ def toy_data(tmp_path):
 def _seeded():
     torch.manual_seed(0)
     random.seed(0)
+
+
+@pytest.fixture
+def torchlingo_logs(caplog):
+    """caplog for torchlingo's logger, which does not propagate to the root logger caplog listens on."""
+    logger = logging.getLogger("torchlingo")
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)

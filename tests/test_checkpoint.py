@@ -85,6 +85,8 @@ def test_resumed_run_matches_the_uninterrupted_run_exactly(tmp_path, toy_data, m
     assert resumed.train_losses == full.train_losses
     assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in full.history]
     assert resumed.best_step == full.best_step
+    assert resumed.target_tokens == full.target_tokens  # counted over both sessions, the lost steps once
+    assert resumed.train_time > 0
 
 
 def test_resume_of_a_finished_run_trains_no_further(tmp_path, toy_data):

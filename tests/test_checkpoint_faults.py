@@ -1,7 +1,6 @@
 """Damaged, hostile and unwritable checkpoints: one-line errors naming the file, and no code ever runs."""
 
 import errno
-import logging
 import os
 import pickle
 import subprocess
@@ -109,25 +108,19 @@ def test_keep_previous_rotates_last(tmp_path):
     assert {p.name for p in tmp_path.iterdir()} == {"last.pt", "last.prev.pt"}
 
 
-@pytest.fixture
-def warnings_of_torchlingo(caplog):
-    logger = logging.getLogger("torchlingo")  # does not propagate to the root logger caplog listens on
-    logger.addHandler(caplog.handler)
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
-def test_find_resumable_falls_back_to_newest_readable(tmp_path, warnings_of_torchlingo):
+def test_find_resumable_falls_back_to_newest_readable(tmp_path, torchlingo_logs):
     d = tmp_path / "checkpoints"
     save_checkpoint(state(4), d / "best.pt")
     save_checkpoint(state(5), d / "last.pt", keep_previous=True)
     save_checkpoint(state(6), d / "last.pt", keep_previous=True)
     assert find_resumable(d) == d / "last.pt"
-    assert not warnings_of_torchlingo.records
+    assert not torchlingo_logs.records
 
     (d / "last.pt").write_bytes((d / "last.pt").read_bytes()[:100])  # truncated
     assert find_resumable(d) == d / "last.prev.pt"
-    message = warnings_of_torchlingo.records[-1].getMessage()
+    message = torchlingo_logs.records[-1].getMessage()
     assert "last.pt: corrupt or truncated" in message and "resuming from" in message and "step 5" in message
 
     (d / "last.prev.pt").write_bytes(b"")

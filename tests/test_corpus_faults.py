@@ -1,7 +1,6 @@
 """Messy corpora: every malformed line stops `bad_lines: error` with file and line, or is dropped and counted by
 `bad_lines: skip`; nothing is dropped silently and odd-looking sentences ("NA", quotes) are kept as they are."""
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,6 @@ CONFIG = Config(tokenizer="word")
 GOOD = [b"a cat\tun gato", b"the dog\tel perro"]
 
 
-@pytest.fixture
-def warnings_of_torchlingo(caplog):
-    logger = logging.getLogger("torchlingo")  # does not propagate to the root logger caplog listens on
-    logger.addHandler(caplog.handler)
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 def write(path: Path, lines: list[bytes], end: bytes = b"\n") -> Path:
@@ -48,22 +41,22 @@ def test_bad_line_policy_error_names_file_and_line(tmp_path, bad, reason, messag
 
 
 @pytest.mark.parametrize("bad,reason,message", BAD_LINES, ids=[r[1] + str(i) for i, r in enumerate(BAD_LINES)])
-def test_bad_line_policy_skip_drops_and_reports(tmp_path, warnings_of_torchlingo, bad, reason, message):
+def test_bad_line_policy_skip_drops_and_reports(tmp_path, torchlingo_logs, bad, reason, message):
     path = write(tmp_path / "c.tsv", [GOOD[0], bad, GOOD[1], bad])
     ds = NMTDataset(path, config=CONFIG, bad_lines="skip")
     assert ds.src_texts == ["a cat", "the dog"] and ds.tgt_texts == ["un gato", "el perro"]
     assert ds.skipped == {reason: 2}
-    report = warnings_of_torchlingo.records[-1].getMessage()
+    report = torchlingo_logs.records[-1].getMessage()
     assert report == f"{path}: kept 2 pairs, skipped 2 (2 {reason} (first at {path}:2))"
 
 
-def test_skip_report_counts_each_reason(tmp_path, warnings_of_torchlingo):
+def test_skip_report_counts_each_reason(tmp_path, torchlingo_logs):
     lines = [b"src\ttgt", GOOD[0], b"x\ty\tz", b"\xff\xfe\ty", b"\ty", b"x\t", b"x\t\xc3", GOOD[1], b"a\tb\tc"]
     path = write(tmp_path / "c.tsv", lines)
     ds = NMTDataset(path, config=CONFIG, bad_lines="skip")
     assert len(ds) == 2
     assert ds.skipped == {"wrong number of columns": 2, "invalid UTF-8": 2, "empty source": 1, "empty target": 1}
-    assert warnings_of_torchlingo.records[-1].getMessage() == (
+    assert torchlingo_logs.records[-1].getMessage() == (
         f"{path}: kept 2 pairs, skipped 6 (2 wrong number of columns (first at {path}:3), "
         f"2 invalid UTF-8 (first at {path}:4), 1 empty source (first at {path}:5), 1 empty target (first at {path}:6))")
 
@@ -97,13 +90,13 @@ def test_na_null_and_quotes_are_sentences(tmp_path):
     assert len(ds) == 5 and ds.skipped == {}
 
 
-def test_very_long_lines_are_filtered_by_max_len_and_reported(tmp_path, warnings_of_torchlingo):
+def test_very_long_lines_are_filtered_by_max_len_and_reported(tmp_path, torchlingo_logs):
     long = " ".join(["cat"] * 5000).encode()
     path = write(tmp_path / "c.tsv", [GOOD[0], long + b"\tgato", b"dog\t" + long, GOOD[1]])
     ds = NMTDataset(path, config=CONFIG, max_len=50)
     assert ds.src_texts == ["a cat", "the dog"]
     assert ds.skipped == {"longer than max_len=50 tokens": 2}
-    assert "skipped 2 (2 longer than max_len=50 tokens)" in warnings_of_torchlingo.records[-1].getMessage()
+    assert "skipped 2 (2 longer than max_len=50 tokens)" in torchlingo_logs.records[-1].getMessage()
     assert len(NMTDataset(path, config=CONFIG)) == 4  # no max_len: nothing left out
     with pytest.raises(DataError, match="every pair has a side longer than max_len=1 tokens"):
         NMTDataset(path, config=CONFIG, max_len=1)
@@ -117,7 +110,7 @@ def test_parallel_files_of_different_lengths(tmp_path):
             NMTDataset((src, tgt), config=CONFIG, bad_lines=policy)
 
 
-def test_parallel_files_bad_lines(tmp_path, warnings_of_torchlingo):
+def test_parallel_files_bad_lines(tmp_path, torchlingo_logs):
     src = write(tmp_path / "train.de", [b"\xef\xbb\xbfein Hund", b"", b"caf\xe9", b"drei"], end=b"\r\n")
     tgt = write(tmp_path / "train.en", [b"a dog", b"two", b"coffee", b""])
     with pytest.raises(DataError, match=rf"{src}:2: empty source"):
@@ -126,7 +119,7 @@ def test_parallel_files_bad_lines(tmp_path, warnings_of_torchlingo):
     ds = NMTDataset(tmp_path / "train", config=config)  # prefix + language suffixes
     assert ds.src_texts == ["ein Hund"] and ds.tgt_texts == ["a dog"]
     assert ds.skipped == {"empty source": 1, "invalid UTF-8": 1, "empty target": 1}
-    assert f"1 empty target (first at {tgt}:4)" in warnings_of_torchlingo.records[-1].getMessage()
+    assert f"1 empty target (first at {tgt}:4)" in torchlingo_logs.records[-1].getMessage()
 
 
 def test_bad_lines_policy_from_config(tmp_path):

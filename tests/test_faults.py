@@ -1,6 +1,5 @@
 """Training faults: NaN/inf losses are skipped, too many in a row stop the run; SIGINT/SIGTERM save and exit cleanly."""
 
-import logging
 import math
 import os
 import signal
@@ -27,12 +26,6 @@ def tiny(tmp_path, **changes) -> Config:
                   tensorboard_dir=str(tmp_path / "runs"), **changes)
 
 
-@pytest.fixture
-def logs(caplog):
-    logger = logging.getLogger("torchlingo")  # does not propagate to the root logger caplog listens on
-    logger.addHandler(caplog.handler)
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 def poison(monkeypatch, batches: set[int], value: float = math.nan) -> None:
@@ -58,13 +51,13 @@ def setup(toy_data, config):
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf])
-def test_non_finite_loss_skips_the_update(toy_data, monkeypatch, logs, value):
+def test_non_finite_loss_skips_the_update(toy_data, monkeypatch, torchlingo_logs, value):
     config = tiny(toy_data, max_bad_steps=3)  # 6 batches an epoch, 12 steps
     model, train, val = setup(toy_data, config)
     poison(monkeypatch, {3, 4, 9}, value)
     result = T.train_model(model, train, val, config)
     assert result.steps == 12
-    skipped = [r.getMessage() for r in logs.records if "update skipped" in r.getMessage()]
+    skipped = [r.getMessage() for r in torchlingo_logs.records if "update skipped" in r.getMessage()]
     assert skipped == ["step 3: NaN or infinite loss, update skipped (1 in a row, stopping at 3)",
                        "step 4: NaN or infinite loss, update skipped (2 in a row, stopping at 3)",
                        "step 9: NaN or infinite loss, update skipped (1 in a row, stopping at 3)"]

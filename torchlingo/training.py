@@ -46,8 +46,8 @@ class TrainResult:
     steps: int = 0  # optimizer steps taken in total (a resumed run counts the steps before the resume)
     epochs: int = 0  # epochs completed
     stopped_early: bool = False
-    train_time: float = 0.0  # seconds in the loop, this session
-    target_tokens: int = 0  # target tokens trained on, this session
+    train_time: float = 0.0  # seconds in the loop, over every session of a resumed run
+    target_tokens: int = 0  # target tokens trained on, over every session
     run_dir: Path | None = None
 
     @property
@@ -114,7 +114,8 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": precision.scaler.state_dict(), "rng": capture_rng(), "position": dataclasses.asdict(pos),
             "sampler": _sampler_state(train_loader), "early_stopping": stopper.state_dict(),
-            "result": _result_state(result), "config": config.to_dict(grouped=False),
+            "result": _result_state(result, time.perf_counter() - start_time, int(interval_tokens.item())),
+            "config": config.to_dict(grouped=False),
             **{k: v.to_state() for k, v in vocabs.items() if v is not None},
         }
 
@@ -155,20 +156,22 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
         if is_plateau(scheduler):
             scheduler.step(record["val_loss"])
         metric = record["bleu"] if config.early_stopping_metric == "bleu" else record["val_loss"]
+        nonlocal pending_best
         if stopper.update(metric):
             result.best_metric, result.best_step = metric, pos.step
-            pending_best[0] = config.save_checkpoints
+            pending_best = config.save_checkpoints
         return stopper.should_stop
 
-    pending_best = [False]  # best.pt waits for save_last, where the position is consistent and resumable
+    pending_best = False  # best.pt waits for save_last, where the position is consistent and resumable
 
     def save_last(last: bool = True) -> None:
         """best.pt after an improvement, and last.pt: written where the position is consistent, so both resume exactly."""
-        if config.save_checkpoints and (last or pending_best[0]):
+        nonlocal pending_best
+        if config.save_checkpoints and (last or pending_best):
             state = checkpoint_state()
-            if pending_best[0]:
+            if pending_best:
                 result.best_checkpoint = save_checkpoint(state, ckpt_dir / "best.pt")
-                pending_best[0] = False
+                pending_best = False
             if last:
                 result.last_checkpoint = save_checkpoint(state, ckpt_dir / "last.pt", keep_previous=True)
 
@@ -319,15 +322,16 @@ def _sampler_state(loader) -> dict | None:
     return sampler.state_dict() if hasattr(sampler, "state_dict") else None
 
 
-def _result_state(result: TrainResult) -> dict:
+def _result_state(result: TrainResult, session_time: float, pending_tokens: int) -> dict:
     return {"train_losses": list(result.train_losses), "val_losses": list(result.val_losses),
             "history": [dict(h) for h in result.history], "best_val_loss": result.best_val_loss,
             "best_metric": result.best_metric, "best_step": result.best_step,
             "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
-            "epochs": result.epochs}
+            "epochs": result.epochs, "train_time": result.train_time + session_time, "target_tokens": result.target_tokens + pending_tokens}
 
 
 def _load_result_state(result: TrainResult, state: dict) -> None:
     for key in ("train_losses", "val_losses", "history", "best_val_loss", "best_metric", "best_step", "epochs"):
         setattr(result, key, state[key])
+    result.train_time, result.target_tokens = state.get("train_time", 0.0), state.get("target_tokens", 0)
     result.best_checkpoint = Path(state["best_checkpoint"]) if state["best_checkpoint"] else None
