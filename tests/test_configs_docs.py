@@ -3,7 +3,10 @@ are the ones CI runs."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +29,26 @@ def test_base_config_is_valid_and_its_data_exists(monkeypatch):
         assert Path(path).is_file(), f"{key}: {path}"
     test = NMTDataset(config.test_file, config=config)  # parses: two columns, a header, no bad line
     assert len(test) == 500
+
+
+def test_main_job_command_runs_base_yaml_end_to_end(tmp_path):
+    """The README's main job as a user runs it (the installed `torchlingo` script where there is one), shortened
+    with --set to a few steps; the full run and its BLEU are measured in the README."""
+    command = [shutil.which("torchlingo")] if shutil.which("torchlingo") else [sys.executable, "-m", "torchlingo"]
+    overrides = ["max_steps=12", "beam_size=1", "log_interval=4", f"tensorboard_dir={tmp_path}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([*command, "train", "configs/base.yaml", *[a for o in overrides for a in ("--set", o)]],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(r"test BLEU = \d+\.\d+ +nrefs:1\|case:mixed\|eff:no\|tok:13a", proc.stdout + proc.stderr)
+    run = tmp_path / "base"
+    for name in ("config.yaml", "src_vocab.txt", "tgt_vocab.txt", "checkpoints/best.pt", "checkpoints/last.pt",
+                 "test.hyp", "metrics.json"):
+        assert (run / name).is_file(), name
+    assert list(run.glob("events.out.tfevents.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 12 and 0 <= metrics["test_bleu"] <= 100
+    assert len((run / "test.hyp").read_text().splitlines()) == 500
 
 
 def test_multi30k_config_and_shared_path_override():
