@@ -37,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-sentences", type=int, default=64)
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--limit", type=int, default=None, help="only the first N sentences")
-    p.add_argument("--reference-sentences", type=int, default=100,
+    p.add_argument("--reference-sentences", type=int, default=50,
                    help="sentences the naive decoder translates (0: skip it)")
     p.add_argument("--repeats", type=int, default=1, help="time each fast decoder this many times; the best counts")
     return p.parse_args(argv)
@@ -82,14 +82,25 @@ def main(argv=None) -> list[dict]:
     refs = read_lines(data / f"{args.split}.{args.tgt_lang}", args.limit)
     n_ref = min(args.reference_sentences, len(sources))
     rows = []
+    sig = score_corpus(["a"], ["a"], metrics=("bleu",))["bleu_signature"]
+    print(f"checkpoint {args.checkpoint} | {args.split} | {torch.get_num_threads()} threads | "
+          f"fp32 CPU | batches of {args.batch_sentences} sentences | BLEU {sig}")
+    print(f"naive decoders run on the first {n_ref} sentences; 'BLEU@{n_ref}' compares every decoder on those")
+    header = f"| {'decoder':<44} | {'sents':>5} | {'sent/s':>8} | {'tok/s':>8} | {'mean len':>8} | {'BLEU':>5} | {f'BLEU@{n_ref}':>9} |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|", flush=True)
 
     def add(name: str, seconds: float, ids: list[list[int]], texts: list[str]) -> None:
+        """One table row, printed as soon as it is measured."""
         n = len(ids)
         tokens = sum(len(i) + 1 for i in ids)  # generated tokens, </s> included
         prefix = score_corpus(texts[:n_ref], refs[:n_ref], metrics=("bleu",))["bleu"] if n_ref else float("nan")
-        rows.append({"decoder": name, "sentences": n, "seconds": seconds, "sent_per_s": n / seconds,
-                     "tok_per_s": tokens / seconds, "mean_len": sum(map(len, ids)) / n,
-                     "bleu": score_corpus(texts, refs[:n], metrics=("bleu",))["bleu"], "bleu_prefix": prefix})
+        r = {"decoder": name, "sentences": n, "seconds": seconds, "sent_per_s": n / seconds,
+             "tok_per_s": tokens / seconds, "mean_len": sum(map(len, ids)) / n,
+             "bleu": score_corpus(texts, refs[:n], metrics=("bleu",))["bleu"], "bleu_prefix": prefix}
+        rows.append(r)
+        print(f"| {r['decoder']:<44} | {r['sentences']:>5} | {r['sent_per_s']:>8.1f} | {r['tok_per_s']:>8.0f} | "
+              f"{r['mean_len']:>8.2f} | {r['bleu']:>5.1f} | {r['bleu_prefix']:>9.1f} |", flush=True)
 
     for beam in (1, args.beam):
         translator = Translator.from_checkpoint(args.checkpoint, beam_size=beam, max_tokens=10**9,
@@ -100,17 +111,6 @@ def main(argv=None) -> list[dict]:
         if n_ref:
             seconds, ids, texts = run_naive(translator, sources[:n_ref], beam)
             add(f"{'greedy' if beam == 1 else f'beam {beam}'}, naive (full prefix, 1 sentence)", seconds, ids, texts)
-
-    sig = score_corpus(["a"], ["a"], metrics=("bleu",))["bleu_signature"]
-    print(f"checkpoint {args.checkpoint} | {args.split} | {torch.get_num_threads()} threads | "
-          f"fp32 CPU | batches of {args.batch_sentences} sentences | BLEU {sig}")
-    print(f"naive decoders run on the first {n_ref} sentences; 'BLEU@{n_ref}' compares every decoder on those")
-    header = f"| {'decoder':<44} | {'sents':>5} | {'sent/s':>8} | {'tok/s':>8} | {'mean len':>8} | {'BLEU':>5} | {f'BLEU@{n_ref}':>9} |"
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for r in rows:
-        print(f"| {r['decoder']:<44} | {r['sentences']:>5} | {r['sent_per_s']:>8.1f} | {r['tok_per_s']:>8.0f} | "
-              f"{r['mean_len']:>8.2f} | {r['bleu']:>5.1f} | {r['bleu_prefix']:>9.1f} |")
     return rows
 
 
