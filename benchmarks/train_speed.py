@@ -279,15 +279,17 @@ def main() -> None:
     print(f"Matmul peak: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s; "
           f"CPU native bf16: {cpu_has_fast_bf16()}; default precision (amp: auto) here: "
           f"{'bf16' if default_amp is torch.bfloat16 else 'fp32'}.\n")
-    print("| loop | precision | steps | target tok/s | s/step | padding | peak RSS MiB | MFU | vs reference |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| loop | precision | steps | target tok/s | s/step | padding | peak RSS MiB | MFU | vs reference | vs fp32 reference |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for (impl, amp, comp), r in results.items():
         ref = results.get(("reference", amp, False))
         ratio = f"{r['tok_s'] / ref['tok_s']:.2f}x" if ref and impl != "reference" else "1.00x" if impl == "reference" else "-"
+        fp32_ref = results.get(("reference", "fp32", False))
+        vs_fp32 = f"{r['tok_s'] / fp32_ref['tok_s']:.2f}x" if fp32_ref else "-"
         mfu = r["flops"] / r["seconds"] / (peaks[amp] * 1e9)
         name = impl + (" (compile)" if comp else "")
         print(f"| {name} | {amp} | {r['steps']} | {r['tok_s']:.0f} | {r['seconds'] / r['steps']:.3f} | "
-              f"{1 - r['tokens'] / r['positions']:.1%} | {r['peak_rss_mib']:.0f} | {mfu:.0%} | {ratio} |")
+              f"{1 - r['tokens'] / r['positions']:.1%} | {r['peak_rss_mib']:.0f} | {mfu:.0%} | {ratio} | {vs_fp32} |")
     print(f"\n({time.perf_counter() - began:.0f} s in all)")
 
 

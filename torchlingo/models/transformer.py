@@ -91,8 +91,15 @@ class Attention(nn.Module):
                 cache.self_kv[layer] = (k, v)
                 # One new query attends to every cached position; a longer first chunk still needs the causal mask.
                 causal = causal and q.size(2) > 1
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                             dropout_p=self.dropout if self.training else 0.0)
+        dropout_p = self.dropout if self.training else 0.0
+        if q.dtype == torch.bfloat16 and q.device.type == "cpu":
+            # PyTorch's CPU attention kernels are 3-4x slower in bf16 than in fp32 (backward above all), and
+            # attention is a small share of the FLOPs: under bf16 autocast only the linears run in bf16.
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
+                                                     is_causal=causal, dropout_p=dropout_p)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout_p)
         return self.out_proj(out.transpose(1, 2).flatten(2))
 
 
