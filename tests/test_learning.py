@@ -5,6 +5,7 @@ import torch
 
 from toy_tasks import ToyTask, greedy_accuracy, loaders
 from torchlingo.config import Config
+from torchlingo.decoding import Translator
 from torchlingo.models import SimpleTransformer
 from torchlingo.training import train_model
 
@@ -36,6 +37,14 @@ def test_learns_to_copy_under_bf16_autocast_on_cpu():
     assert torch.bfloat16 in seen and model.decoder_layers[0].ff.fc1.weight.dtype == torch.float32
     assert result.val_losses[-1] < 0.1
     assert greedy_accuracy(model, ToyTask(200, "copy", seed=1)) >= 0.95
+    # Decoding in bf16 runs a bf16 copy (the trained model stays fp32) through the cached greedy and beam search.
+    pairs = ToyTask(200, "copy", seed=1).pairs
+    for beam in (1, 5):
+        translator = Translator(model, None, None, beam_size=beam, max_len_a=1.0, max_len_b=2, amp="bf16", device="cpu")
+        assert translator.model.output_proj.weight.dtype == torch.bfloat16
+        out = translator.decode_ids([src.tolist() for src, _ in pairs])
+        assert sum(nbest[0][0] == tgt.tolist() for nbest, (_, tgt) in zip(out, pairs)) >= 0.95 * len(pairs)
+    assert model.output_proj.weight.dtype == torch.float32
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

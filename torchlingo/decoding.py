@@ -14,6 +14,7 @@ tokens); at that length `</s>` is forced. Scores are summed log-probabilities di
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from pathlib import Path
@@ -39,10 +40,9 @@ def max_lengths(src: torch.Tensor, pad_idx: int, a: float, b: int, limit: int) -
 
 def _log_probs(logits: torch.Tensor, pad_idx: int) -> torch.Tensor:
     """Next-token log-probabilities in fp32 at least (fp64 is kept, for exact tests); <pad> and <s> are never produced."""
-    logits = logits if logits.dtype == torch.float64 else logits.float()
     logits[..., pad_idx] = -math.inf
     logits[..., BOS_IDX] = -math.inf
-    return logits.log_softmax(-1)
+    return logits.log_softmax(-1, dtype=torch.float64 if logits.dtype == torch.float64 else torch.float32)
 
 
 def _position_limit(model) -> int:
@@ -104,9 +104,7 @@ def beam_search(model, src: torch.Tensor, beam_size: int = 5, length_penalty: fl
     n_best = max(1, min(n_best, k))
     limits = max_lengths(src, model.pad_idx, max_len_a, max_len_b, _position_limit(model))
     penalties = [gnmt_penalty(length, length_penalty) for length in range(max(limits) + 2)]
-    memory, src_mask = model.encode(src)
-    expand = torch.arange(n, device=device).repeat_interleave(k)
-    memory, src_mask = memory.index_select(0, expand), src_mask.index_select(0, expand)
+    memory, src_mask = model.encode(src)  # one row a sentence: its beams share it (see Attention)
     cache = model.new_cache()
     sentences = list(range(n))  # original index of each active sentence
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
@@ -128,7 +126,7 @@ def beam_search(model, src: torch.Tensor, beam_size: int = 5, length_penalty: fl
                 not_eos[EOS_IDX] = False
             force = torch.tensor(at_limit, device=device).repeat_interleave(k)
             logp = logp.masked_fill(force[:, None] & not_eos, -math.inf)
-        candidates = (scores.unsqueeze(-1) + logp.view(m, k, vocab)).view(m, k * vocab)
+        candidates = logp.view(m, k, vocab).add_(scores.unsqueeze(-1)).view(m, k * vocab)
         top_scores, top_idx = candidates.topk(min(2 * k, k * vocab), dim=1)
         top_beam, top_tok = top_idx // vocab, top_idx % vocab
         is_eos = top_tok == EOS_IDX
@@ -153,10 +151,11 @@ def beam_search(model, src: torch.Tensor, beam_size: int = 5, length_penalty: fl
             keep = torch.tensor(alive, device=device)
             rows = (keep.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
             scores = scores.index_select(0, keep)
-            origin, new_tokens, src_mask = (x.index_select(0, rows) for x in (origin, new_tokens, src_mask))
+            origin, new_tokens = origin.index_select(0, rows), new_tokens.index_select(0, rows)
             sentences = [sentences[i] for i in alive]
-            # The beams of a sentence share its cross-attention keys/values: they only lose the dropped sentences.
-            cache.cross_kv = [(key.index_select(0, rows), value.index_select(0, rows)) for key, value in cache.cross_kv]
+            # The source side has a row per sentence, not per beam: it only loses the finished sentences.
+            src_mask = src_mask.index_select(0, keep)
+            cache.cross_kv = [(key.index_select(0, keep), value.index_select(0, keep)) for key, value in cache.cross_kv]
         history = torch.cat([history.index_select(0, origin), new_tokens.unsqueeze(1)], dim=1)
         cache.self_kv = [(key.index_select(0, origin), value.index_select(0, origin)) for key, value in cache.self_kv]
         tokens = new_tokens.unsqueeze(1)
@@ -172,11 +171,18 @@ class Translator:
 
     def __init__(self, model, src_vocab, tgt_vocab, beam_size: int = 5, length_penalty: float = 0.6,
                  max_len_a: float = 1.5, max_len_b: int = 10, max_tokens: int = 4000, device: str = "cpu",
-                 n_best: int = 1, max_sentences: int | None = None, progress: bool = True):
-        from .runtime import resolve_device
+                 n_best: int = 1, max_sentences: int | None = None, progress: bool = True, amp: str = "auto"):
+        from .runtime import keep_freed_memory, resolve_amp_dtype, resolve_device
 
         self.device = resolve_device(str(device))
         self.model = model.to(self.device).eval()
+        # Precision as in training (amp: auto is bf16 where the hardware runs it fast). Decoding uses a copy of the
+        # model in that dtype rather than autocast, which would cast every weight again at every step.
+        self.dtype = resolve_amp_dtype(amp, self.device)
+        if self.dtype is not None:
+            self.model = copy.deepcopy(self.model).to(self.dtype)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # the growing KV caches are reused memory, not fresh pages at every step
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.beam_size, self.length_penalty, self.n_best = beam_size, length_penalty, n_best
         self.max_len_a, self.max_len_b = max_len_a, max_len_b
@@ -196,7 +202,7 @@ class Translator:
         config = state.get("config") or {}
         settings = {"beam_size": config.get("beam_size", 5), "length_penalty": config.get("length_penalty", 0.6),
                     "max_len_a": config.get("max_len_a", 1.5), "max_len_b": config.get("max_len_b", 10),
-                    "max_tokens": config.get("decode_max_tokens", 4000)}
+                    "max_tokens": config.get("decode_max_tokens", 4000), "amp": config.get("amp", "auto")}
         settings.update(overrides)
         settings["device"] = device
         return cls(model, src_vocab, tgt_vocab, **settings)
