@@ -121,6 +121,23 @@ def test_translate_file_and_stdin(trained, monkeypatch, capsys):
     assert capsys.readouterr().out == out.read_text()  # stdin to stdout gives the same as file to file
 
 
+def test_translate_precision_flag(trained, capsys):
+    """--amp picks the decoding precision; a precision this device cannot run is a one-line error."""
+    root, run, _ = trained
+    best = str(run / "checkpoints" / "best.pt")
+    src = root / "src_amp.txt"
+    src.write_text("the cat sees a dog\nthe red house\n")
+    outputs = {}
+    for amp in ("none", "bf16"):
+        out = root / f"out_{amp}.txt"
+        assert main(["translate", "--checkpoint", best, "--input", str(src), "--output", str(out), "--amp", amp]) == 0
+        outputs[amp] = out.read_text().splitlines()
+    assert len(outputs["none"]) == len(outputs["bf16"]) == 2
+    capsys.readouterr()
+    assert main(["translate", "--checkpoint", best, "--input", str(src), "--amp", "fp16", "--device", "cpu"]) == 2
+    assert "amp: fp16 needs a CUDA device" in one_error_line(capsys.readouterr().err)
+
+
 def test_evaluate_files_and_stdin_with_json(trained, monkeypatch, capsys):
     root, run, _ = trained
     best = str(run / "checkpoints" / "best.pt")

@@ -50,7 +50,7 @@ def _translator(args: argparse.Namespace):
     from .decoding import Translator
 
     overrides = {k: v for k, v in (("beam_size", args.beam_size), ("max_tokens", args.max_tokens),
-                                   ("device", args.device)) if v is not None}
+                                   ("device", args.device), ("amp", args.amp)) if v is not None}
     return Translator.from_checkpoint(args.checkpoint, **overrides)
 
 
@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--beam-size", type=int, help="beam width (1 is greedy); default: the run's beam_size")
         p.add_argument("--max-tokens", type=int, help="source tokens per decoding batch")
         p.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto")
+        p.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"),
+                       help="decoding precision (none is fp32); default: the run's amp (auto: bf16 where it runs fast)")
 
     p = sub.add_parser("translate", help="translate one sentence a line (stdin to stdout by default)")
     decoding_options(p)
