@@ -176,10 +176,10 @@ class Translator:
 
         self.device = resolve_device(str(device))
         self.model = model.to(self.device).eval()
-        # Precision as in training (amp: auto is bf16 where the hardware runs it fast). Decoding uses a copy of the
-        # model in that dtype rather than autocast, which would cast every weight again at every step.
+        # Precision as in training (amp: auto is bf16 where the hardware runs it fast): an fp32 model decodes as a
+        # copy in that dtype, not under autocast, which would cast every weight again at every step.
         self.dtype = resolve_amp_dtype(amp, self.device)
-        if self.dtype is not None:
+        if self.dtype is not None and next(self.model.parameters()).dtype == torch.float32:
             self.model = copy.deepcopy(self.model).to(self.dtype)
         if self.device.type == "cpu":
             keep_freed_memory()  # the growing KV caches are reused memory, not fresh pages at every step

@@ -5,7 +5,8 @@
             -> norm -> linear to the target vocabulary (optionally tied to the target embedding)
 
 Attention runs through `F.scaled_dot_product_attention`. Decoding can go one token at a time with a `KVCache`:
-the cross-attention keys/values are computed once per batch, the self-attention ones grow by one position a step.
+the cross-attention keys/values are computed once per batch (and shared by a sentence's beams), the self-attention
+ones grow by one position a step.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from ..config import Config
 
 
 class KVCache:
-    """Keys and values of every decoder layer for incremental decoding (rows = sentences, or sentences x beams)."""
+    """Keys and values of every decoder layer for incremental decoding. Self-attention rows are sentences (greedy) or
+    sentences x beams; cross-attention rows are always sentences, since the beams of a sentence share its source."""
 
     def __init__(self, num_layers: int):
         self.self_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
@@ -29,7 +31,7 @@ class KVCache:
         self.length = 0  # positions decoded so far
 
     def select(self, rows: torch.Tensor) -> None:
-        """Keep (and reorder to) these rows: beam search reorders hypotheses, finished sentences are dropped."""
+        """Keep (and reorder to) these rows of both caches (greedy decoding drops finished sentences)."""
         pick = lambda kv: None if kv is None else (kv[0].index_select(0, rows), kv[1].index_select(0, rows))  # noqa: E731
         self.self_kv = [pick(kv) for kv in self.self_kv]
         self.cross_kv = [pick(kv) for kv in self.cross_kv]
@@ -54,6 +56,13 @@ class Dropout(nn.Dropout):
             return super().forward(x)
         keep = torch.empty_like(x, dtype=torch.int32).random_() >= round(self.p * 2**31)
         return x * keep * (1.0 / (1.0 - self.p))
+
+
+def _attention_in_fp32(x: torch.Tensor) -> bool:
+    """bf16 on CPU (a bf16 model or bf16 autocast) computes attention in fp32, the projections in bf16: PyTorch's CPU
+    attention kernels are 3-4x slower in bf16 (backward above all) and attention is a small share of the FLOPs."""
+    return x.device.type == "cpu" and (x.dtype == torch.bfloat16 or (
+        torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16))
 
 
 class Attention(nn.Module):
@@ -86,11 +95,8 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 causal: bool = False, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        # PyTorch's CPU attention kernels are 3-4x slower in bf16 than in fp32 (backward above all), and attention
-        # is a small share of the FLOPs: in bf16 on CPU only the projections run in bf16. Keys and values are
-        # converted once, before they are cached, so a decoding step does not convert the whole cache again.
-        upcast = x.device.type == "cpu" and (x.dtype == torch.bfloat16 or (
-            torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16))
+        upcast = _attention_in_fp32(x)
+        # Keys and values are converted before they are cached, so a decoding step does not convert the cache again.
         heads = (lambda t: self._heads(t).float()) if upcast else self._heads
         if self.cross:
             if cache is not None and cache.cross_kv[layer] is not None:
