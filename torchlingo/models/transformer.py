@@ -97,7 +97,7 @@ class Attention(nn.Module):
                 causal: bool = False, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         upcast = _attention_in_fp32(x)
         # Keys and values are converted before they are cached, so a decoding step does not convert the cache again.
-        heads = (lambda t: self._heads(t).to(torch.float32, memory_format=torch.contiguous_format)) if upcast else self._heads
+        heads = (lambda t: self._heads(t).float()) if upcast else self._heads
         if self.cross:
             if cache is not None and cache.cross_kv[layer] is not None:
                 k, v = cache.cross_kv[layer]
