@@ -139,7 +139,6 @@ def test_dropout_keeps_each_value_with_probability_one_minus_p_and_rescales():
     assert drop.eval()(x) is x
 
 
-
 def test_bf16_autocast_attention_runs_in_fp32_on_cpu(monkeypatch):
     """Under CPU bf16 autocast the projections run in bf16 but the attention kernel gets fp32 inputs (PyTorch's bf16
     CPU attention is 3-4x slower, backward above all); the output still matches naive attention."""

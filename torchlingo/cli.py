@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .config import AMP_MODES
 from .errors import DataError, TorchlingoError, TrainingInterrupted
 
 log = logging.getLogger("torchlingo")
@@ -157,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--beam-size", type=int, help="beam width (1 is greedy); default: the run's beam_size")
         p.add_argument("--max-tokens", type=int, help="source tokens per decoding batch")
         p.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto")
-        p.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"),
+        p.add_argument("--amp", choices=AMP_MODES,
                        help="decoding precision (none is fp32); default: the run's amp (auto: bf16 where it runs fast)")
 
     p = sub.add_parser("translate", help="translate one sentence a line (stdin to stdout by default)")

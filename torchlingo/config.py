@@ -22,6 +22,7 @@ from .errors import ConfigError
 
 GROUPS = ("data", "model", "training", "decoding", "logging")
 SCHEDULERS = ("cosine", "plateau", "transformer", "noam", "none")
+AMP_MODES = ("auto", "none", "bf16", "fp16")
 
 
 def _opt(group: str, default: Any, doc: str, *, choices: tuple = (), min: float | None = None,
@@ -91,7 +92,7 @@ class Config:
     save_checkpoints: bool = _opt("training", True, "Write best.pt and last.pt to the run directory.")
     seed: int = _opt("training", 42, "Seed for weights, dropout and batch order.", min=0, max=2**63 - 1)
     device: str = _opt("training", "auto", "auto, cpu, cuda, cuda:N or mps.")
-    amp: str = _opt("training", "auto", "Precision of training (autocast) and decoding: auto (bf16 where the hardware runs it fast), none (fp32), bf16, fp16 (CUDA).", choices=("auto", "none", "bf16", "fp16"))
+    amp: str = _opt("training", "auto", "Precision of training (autocast) and decoding: auto (bf16 where the hardware runs it fast), none (fp32), bf16, fp16 (CUDA).", choices=AMP_MODES)
     num_threads: Optional[int] = _opt("training", None, "CPU threads for torch (None: torch's default).", min=1)
     compile: bool = _opt("training", False, "torch.compile the model.")
 
