@@ -123,19 +123,27 @@ def test_token_budget_batches_keep_target_padding_under_ten_percent():
     assert 1 - real / padded < 0.10
 
 
-def test_dropout_keeps_each_value_with_probability_one_minus_p_and_rescales():
+@pytest.mark.parametrize("p, dtype", [(0.1, torch.float32), (0.3, torch.bfloat16), (0.5, torch.float64)])
+def test_dropout_keeps_each_value_with_probability_one_minus_p_and_rescales(p, dtype):
     from torchlingo.models.transformer import Dropout
 
-    drop = Dropout(0.1)
-    x = torch.ones(400, 1000)
+    drop = Dropout(p)
+    x = torch.ones(400, 1001, dtype=dtype)  # an odd size: the last 64-bit draw is used in part
+    torch.manual_seed(0)
     y = drop(x)
+    assert y.dtype == dtype and y.shape == x.shape
     kept = y != 0
-    assert abs(kept.float().mean().item() - 0.9) < 0.003  # 400k draws: std of the mean is 0.0005
-    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.9))
+    std = math.sqrt(p * (1 - p) / (x.numel() / 4))
+    for lane in range(4):  # each 16-bit lane of a 64-bit draw is its own Bernoulli(1 - p)
+        assert abs(kept.flatten()[lane::4].float().mean().item() - (1 - p)) < 5 * std
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # seeded like every other random draw of a run
+    assert not torch.equal(drop(x), y)
     x.requires_grad_(True)
     y = drop(x)
     y.sum().backward()
-    torch.testing.assert_close(x.grad, (y != 0).double().float() / 0.9)
+    torch.testing.assert_close(x.grad, (y != 0).to(dtype) / (1 - p))
     assert drop.eval()(x) is x
 
 

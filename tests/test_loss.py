@@ -88,3 +88,31 @@ def test_each_sentence_loss_is_independent_of_its_batch_mates():
     combined = (alone * n_alone + b_alone * n_b) / (n_alone + n_b)
     assert both.item() == pytest.approx(combined.item(), rel=1e-12)
     assert not math.isnan(both.item())
+
+
+def test_bf16_loss_matches_autocast_cross_entropy_over_full_logits():
+    """Under bf16 autocast the projection and loss run fused (the logits are overwritten by their gradient, the
+    softmax in fp32): same loss and gradients as autocast's own path, `CrossEntropyLoss` over `logits.float()`."""
+    torch.manual_seed(0)
+    config = Config(d_model=32, n_heads=2, num_encoder_layers=1, num_decoder_layers=2, d_ff=64, dropout=0.0)
+    model = SimpleTransformer(300, 300, config)  # fp32 weights; 300 rows of logits span three loss chunks
+    g = torch.Generator().manual_seed(1)
+    src = pad_batch([torch.randint(4, 300, (n,), generator=g) for n in range(3, 43)])
+    tgt = pad_batch([torch.randint(4, 300, (n,), generator=g) for n in range(20, 0, -1)] * 2)
+    criterion = torch.nn.CrossEntropyLoss(ignore_index=0, label_smoothing=0.1)
+
+    def loss_and_grads(compute):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = compute()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    fused, fused_grads = loss_and_grads(lambda: sequence_loss(model, src, tgt, 0, 0.1)[0])
+    plain, plain_grads = loss_and_grads(lambda: criterion(
+        model(src, tgt[:, :-1]).float().flatten(0, 1), tgt[:, 1:].flatten()))
+    assert (tgt[:, 1:] != 0).sum() > 256 and fused.dtype == torch.float32
+    torch.testing.assert_close(fused, plain, rtol=1e-3, atol=0)
+    for a, b in zip(fused_grads, plain_grads):
+        assert a.dtype == torch.float32
+        assert (a - b).norm() <= 0.02 * b.norm()

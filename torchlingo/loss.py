@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+_CHUNK = 128  # rows of log-probabilities at a time: 128 x 8k fp32 stays in a core's L2 cache
+
 
 def sequence_loss(model, src: torch.Tensor, tgt: torch.Tensor, pad_idx: int = 0,
                   label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -18,9 +20,48 @@ def sequence_loss(model, src: torch.Tensor, tgt: torch.Tensor, pad_idx: int = 0,
     tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
     hidden = model.decode_hidden(tgt_in, *model.encode(src))
     keep = tgt_out != pad_idx
-    logits = model.project(hidden[keep])
-    if logits.dtype in (torch.float16, torch.bfloat16):  # softmax over the vocabulary in fp32 under autocast
-        logits = logits.float()
-    total = F.cross_entropy(logits, tgt_out[keep], label_smoothing=label_smoothing, reduction="sum")
+    hidden, targets = hidden[keep], tgt_out[keep]
+    dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
+    proj = model.output_proj
+    if dtype is torch.float16 or not isinstance(proj, torch.nn.Linear) or proj.bias is not None:
+        # fp16 needs the loss scale inside the logits' gradient, which the fused path keeps unscaled
+        logits = proj(hidden).float()
+        total = F.cross_entropy(logits, targets, label_smoothing=label_smoothing, reduction="sum")
+    else:
+        total = ProjectedCrossEntropy.apply(hidden, proj.weight, targets, label_smoothing, dtype)
     n_tokens = keep.sum()
     return total / n_tokens.clamp(min=1), n_tokens
+
+
+class ProjectedCrossEntropy(torch.autograd.Function):
+    """sum over rows of label-smoothed cross-entropy(hidden @ weight.T, targets), with the softmax in fp32.
+
+    Under bf16 the (tokens x vocabulary) logits are the largest tensor of a step. Written out with autocast they are
+    cast to fp32, log-softmaxed, smoothed and differentiated in five full passes over memory. Here they are made
+    once in `dtype` and overwritten, a cache-sized chunk at a time, by their gradient: softmax - (1-ls)*onehot - ls/V,
+    since d loss / d logits of label-smoothed cross-entropy does not depend on anything after the loss.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, label_smoothing: float, dtype: torch.dtype):
+        h, w = hidden.to(dtype), weight.to(dtype)
+        logits = h @ w.t()
+        vocab, total = w.size(0), hidden.new_zeros((), dtype=torch.float32 if dtype != torch.float64 else dtype)
+        for start in range(0, logits.size(0), _CHUNK):
+            chunk, y = logits[start: start + _CHUNK], targets[start: start + _CHUNK, None]
+            log_probs = torch.log_softmax(chunk, -1, dtype=total.dtype)
+            nll, uniform = -log_probs.gather(1, y).sum(), -log_probs.sum() / vocab
+            total += (1 - label_smoothing) * nll + label_smoothing * uniform
+            grad = log_probs.exp_().sub_(label_smoothing / vocab)
+            grad.scatter_add_(1, y, grad.new_full(y.shape, label_smoothing - 1))
+            chunk.copy_(grad)
+        ctx.save_for_backward(logits, h, w)
+        ctx.dtypes = hidden.dtype, weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grad_logits, h, w = ctx.saved_tensors
+        grad_hidden = (grad_logits @ w).to(ctx.dtypes[0]).mul_(grad_total)
+        grad_weight = (grad_logits.t() @ h).to(ctx.dtypes[1]).mul_(grad_total)
+        return grad_hidden, grad_weight, None, None, None

@@ -48,14 +48,18 @@ def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout with the keep mask drawn as 31-bit random integers >= p * 2^31: the same Bernoulli(1 - p) mask,
-    about twice as fast as `bernoulli_` on CPU, where dropout was a tenth of each training step."""
+    """nn.Dropout with a cheaper mask on CPU, where PyTorch draws one random number per element, serially, and dropout
+    was a sixth of a bf16 training step. One 64-bit draw here gives the keep decisions of four elements: each 16-bit
+    lane is uniform, and kept when >= p * 2^16 - 2^15 (p rounded to 1/65536). About 2x faster than nn.Dropout."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0 or x.device.type != "cpu":
             return super().forward(x)
-        keep = torch.empty_like(x, dtype=torch.int32).random_() >= round(self.p * 2**31)
-        return x * keep * (1.0 / (1.0 - self.p))
+        n = x.numel()
+        lanes = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, 2**63 - 1).view(torch.int16)[:n]
+        # A 0/1 mask in x's dtype: multiplying by a bool mask would convert it in forward and again in backward.
+        keep = torch.ge(lanes.view(x.shape), round(self.p * 2**16) - 2**15, out=torch.empty_like(x))
+        return (x * keep).mul_(1.0 / (1.0 - self.p))
 
 
 def _attention_in_fp32(x: torch.Tensor) -> bool:
@@ -107,7 +111,7 @@ class Attention(nn.Module):
                     k, v = k.contiguous(), v.contiguous()
                     cache.cross_kv[layer] = (k, v)
             q = self.q_proj(x)
-            if k.size(0) != q.size(0):
+            if cache is not None and k.size(0) != q.size(0):
                 # Beam search: the K beams of a sentence (rows of x, one new token each) are K queries against its
                 # single copy of the source keys/values, which are never repeated per beam.
                 q = q.view(k.size(0), -1, q.size(-1))
