@@ -110,13 +110,14 @@ def matmul_peak(dtype_name: str, threads: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- the two loops
-def run_torchlingo(config, loader, warmup: int, steps: int, amp: str, compile_: bool) -> float:
+def run_torchlingo(config, loader, warmup: int, steps: int, amp: str, compile_: bool, activation_dropout: float) -> float:
     """train_model for warmup + steps optimizer steps; returns the seconds of the last `steps`."""
     from torchlingo.models import SimpleTransformer
     from torchlingo.training import train_model
 
     run_dir = tempfile.mkdtemp(prefix="torchlingo-bench-")
-    config = config.replace(amp="none" if amp == "fp32" else amp, compile=compile_, max_steps=warmup + steps, num_epochs=1, log_interval=10**9,
+    config = config.replace(amp="none" if amp == "fp32" else amp, compile=compile_, activation_dropout=activation_dropout,
+                            max_steps=warmup + steps, num_epochs=1, log_interval=10**9,
                             use_tensorboard=False, progress_bar=False, save_checkpoints=False, tensorboard_dir=run_dir)
     vocab = len(loader.dataset.tgt_vocab)
     model = SimpleTransformer(vocab, vocab, config)
@@ -199,7 +200,8 @@ def worker(spec: dict) -> dict:
     if spec["impl"] == "reference":
         seconds = run_reference(config, loader, spec["warmup"], spec["steps"], spec["amp"])
     else:
-        seconds = run_torchlingo(config, loader, spec["warmup"], spec["steps"], spec["amp"], spec["compile"])
+        seconds = run_torchlingo(config, loader, spec["warmup"], spec["steps"], spec["amp"], spec["compile"],
+                                 spec["activation_dropout"])
     return {"seconds": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -226,6 +228,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1, help="run every row this many times (alternating), keep the best")
     p.add_argument("--compile", action="store_true", help="add a torchlingo fp32 row with compile: true")
     p.add_argument("--no-bf16", action="store_true", help="skip the bf16 rows")
+    p.add_argument("--activation-dropout-row", action="store_true",
+                   help="add a torchlingo row in the default precision with activation_dropout 0.1 (dropout inside the "
+                        "feed-forward blocks, where nn.Transformer has it; torchlingo's default is 0, as fairseq)")
     p.add_argument("--quick", action="store_true", help="few steps, for a smoke test")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -252,23 +257,26 @@ def main() -> None:
     peaks = {"fp32": matmul_peak("float32", args.threads), "bf16": matmul_peak("bfloat16", args.threads)}
     default_amp = resolve_amp_dtype("auto", torch.device("cpu"))
 
-    rows = [("reference", "fp32", False), ("torchlingo", "fp32", False)]
+    rows = [("reference", "fp32", False, 0.0), ("torchlingo", "fp32", False, 0.0)]  # (loop, precision, compile, activation_dropout)
     if args.compile:
-        rows.append(("torchlingo", "fp32", True))
+        rows.append(("torchlingo", "fp32", True, 0.0))
     if not args.no_bf16:
-        rows += [("reference", "bf16", False), ("torchlingo", "bf16", False)]
+        rows += [("reference", "bf16", False, 0.0), ("torchlingo", "bf16", False, 0.0)]
+    if args.activation_dropout_row:
+        rows.append(("torchlingo", "bf16" if default_amp is torch.bfloat16 else "fp32", False, 0.1))
     results: dict = {}
     for _ in range(args.repeats):
-        for impl, amp, comp in rows:
+        for impl, amp, comp, act in rows:
             steps = args.steps if amp == "fp32" else bf16_steps
             warmup = args.warmup if amp == "fp32" or cpu_has_fast_bf16() else 1
-            spec = dict(impl=impl, amp=amp, compile=comp, steps=steps, warmup=warmup, threads=args.threads,
-                        data=str(args.data), spm=str(spm), max_tokens=max_tokens)
+            spec = dict(impl=impl, amp=amp, compile=comp, activation_dropout=act, steps=steps, warmup=warmup,
+                        threads=args.threads, data=str(args.data), spm=str(spm), max_tokens=max_tokens)
             r = run_row(spec)
             stats = batch_stats(dataset, batches[warmup: warmup + steps])
             r.update(stats, steps=steps, tok_s=stats["tokens"] / r["seconds"])
-            print(f"  {impl:10s} {amp}{' compile' if comp else ''}: {r['tok_s']:.0f} target tok/s", file=sys.stderr)
-            key = (impl, amp, comp)
+            label = f"{impl:10s} {amp}{' compile' if comp else ''}{f' activation_dropout {act}' if act else ''}"
+            print(f"  {label}: {r['tok_s']:.0f} target tok/s", file=sys.stderr)
+            key = (impl, amp, comp, act)
             if key not in results or r["tok_s"] > results[key]["tok_s"]:
                 results[key] = r
 
@@ -281,13 +289,13 @@ def main() -> None:
           f"{'bf16' if default_amp is torch.bfloat16 else 'fp32'}.\n")
     print("| loop | precision | steps | target tok/s | s/step | padding | peak RSS MiB | MFU | vs reference | vs fp32 reference |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for (impl, amp, comp), r in results.items():
-        ref = results.get(("reference", amp, False))
+    for (impl, amp, comp, act), r in results.items():
+        ref = results.get(("reference", amp, False, 0.0))
         ratio = f"{r['tok_s'] / ref['tok_s']:.2f}x" if ref and impl != "reference" else "1.00x" if impl == "reference" else "-"
-        fp32_ref = results.get(("reference", "fp32", False))
+        fp32_ref = results.get(("reference", "fp32", False, 0.0))
         vs_fp32 = f"{r['tok_s'] / fp32_ref['tok_s']:.2f}x" if fp32_ref else "-"
         mfu = r["flops"] / r["seconds"] / (peaks[amp] * 1e9)
-        name = impl + (" (compile)" if comp else "")
+        name = impl + (" (compile)" if comp else "") + (f" (activation_dropout {act})" if act else "")
         print(f"| {name} | {amp} | {r['steps']} | {r['tok_s']:.0f} | {r['seconds'] / r['steps']:.3f} | "
               f"{1 - r['tokens'] / r['positions']:.1%} | {r['peak_rss_mib']:.0f} | {mfu:.0%} | {ratio} | {vs_fp32} |")
     print(f"\n({time.perf_counter() - began:.0f} s in all)")

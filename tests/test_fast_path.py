@@ -147,6 +147,22 @@ def test_dropout_keeps_each_value_with_probability_one_minus_p_and_rescales(p, d
     assert drop.eval()(x) is x
 
 
+def test_activation_dropout_is_its_own_setting_and_off_by_default():
+    """dropout covers embeddings and block outputs; activation_dropout the feed-forward hidden layer (fairseq's split)."""
+    config = Config(d_model=32, n_heads=4, num_encoder_layers=2, num_decoder_layers=2, d_ff=64, dropout=0.2,
+                    activation_dropout=0.3)
+    model = SimpleTransformer(V, V, config)
+    layers = [*model.encoder_layers, *model.decoder_layers]
+    assert {layer.ff.dropout.p for layer in layers} == {0.3}
+    assert {layer.dropout.p for layer in layers} == {model.embed_dropout.p} == {0.2}
+    rebuilt = SimpleTransformer.from_args(model.args)  # checkpoints keep the setting
+    assert {layer.ff.dropout.p for layer in [*rebuilt.encoder_layers, *rebuilt.decoder_layers]} == {0.3}
+    assert Config().activation_dropout == 0.0
+    x = torch.randn(3, 5, 32)
+    default_ff = SimpleTransformer(V, V, config.replace(activation_dropout=0.0)).train().encoder_layers[0].ff
+    assert torch.equal(default_ff(x), default_ff(x))  # nothing random inside the block
+
+
 def test_bf16_autocast_attention_runs_in_fp32_on_cpu(monkeypatch):
     """Under CPU bf16 autocast the projections run in bf16 but the attention kernel gets fp32 inputs (PyTorch's bf16
     CPU attention is 3-4x slower, backward above all); the output still matches naive attention."""

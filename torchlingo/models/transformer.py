@@ -132,19 +132,21 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    def __init__(self, d_model: int, d_ff: int, dropout: float):
+    def __init__(self, d_model: int, d_ff: int, activation_dropout: float):
         super().__init__()
-        self.fc1, self.fc2, self.dropout = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model), Dropout(dropout)
+        self.fc1, self.fc2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
+        self.dropout = Dropout(activation_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.dropout(F.relu(self.fc1(x))))
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attention_dropout: float = 0.0):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attention_dropout: float = 0.0,
+                 activation_dropout: float = 0.0):
         super().__init__()
         self.norm1, self.attn = nn.LayerNorm(d_model), Attention(d_model, n_heads, attention_dropout)
-        self.norm2, self.ff = nn.LayerNorm(d_model), FeedForward(d_model, d_ff, dropout)
+        self.norm2, self.ff = nn.LayerNorm(d_model), FeedForward(d_model, d_ff, activation_dropout)
         self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
@@ -153,11 +155,12 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attention_dropout: float = 0.0):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attention_dropout: float = 0.0,
+                 activation_dropout: float = 0.0):
         super().__init__()
         self.norm1, self.self_attn = nn.LayerNorm(d_model), Attention(d_model, n_heads, attention_dropout)
         self.norm2, self.cross_attn = nn.LayerNorm(d_model), Attention(d_model, n_heads, attention_dropout, cross=True)
-        self.norm3, self.ff = nn.LayerNorm(d_model), FeedForward(d_model, d_ff, dropout)
+        self.norm3, self.ff = nn.LayerNorm(d_model), FeedForward(d_model, d_ff, activation_dropout)
         self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
@@ -177,14 +180,15 @@ class SimpleTransformer(nn.Module):
         self.args = {"src_vocab_size": src_vocab_size, "tgt_vocab_size": tgt_vocab_size, "d_model": c.d_model,
                      "n_heads": c.n_heads, "num_encoder_layers": c.num_encoder_layers,
                      "num_decoder_layers": c.num_decoder_layers, "d_ff": c.d_ff, "dropout": c.dropout,
-                     "attention_dropout": c.attention_dropout, "tie_embeddings": c.tie_embeddings, "max_positions": c.max_positions, "pad_idx": c.pad_idx}
+                     "attention_dropout": c.attention_dropout, "activation_dropout": c.activation_dropout,
+                     "tie_embeddings": c.tie_embeddings, "max_positions": c.max_positions, "pad_idx": c.pad_idx}
         d = c.d_model
         self.d_model, self.pad_idx = d, c.pad_idx
         self.src_embed = nn.Embedding(src_vocab_size, d, padding_idx=c.pad_idx)
         self.tgt_embed = nn.Embedding(tgt_vocab_size, d, padding_idx=c.pad_idx)
         self.register_buffer("positions", sinusoidal_positions(c.max_positions, d), persistent=False)
         self.embed_dropout = Dropout(c.dropout)
-        layer_args = (d, c.n_heads, c.d_ff, c.dropout, c.attention_dropout)
+        layer_args = (d, c.n_heads, c.d_ff, c.dropout, c.attention_dropout, c.activation_dropout)
         self.encoder_layers = nn.ModuleList(EncoderLayer(*layer_args) for _ in range(c.num_encoder_layers))
         self.decoder_layers = nn.ModuleList(DecoderLayer(*layer_args) for _ in range(c.num_decoder_layers))
         self.encoder_norm, self.decoder_norm = nn.LayerNorm(d), nn.LayerNorm(d)
