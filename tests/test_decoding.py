@@ -172,3 +172,35 @@ def test_score_corpus_values_and_signatures():
         score_corpus(hyps, refs[:1])
     with pytest.raises(DataError, match="unknown metric 'meteor'"):
         score_corpus(hyps, refs, metrics=("meteor",))
+
+
+def test_kv_cache_grows_past_its_capacity_and_selects_rows():
+    """Self-attention keys/values are written into buffers with room to spare; outliving the room doubles it without
+    losing what was cached, and selecting rows copies the filled positions in the new row order."""
+    from torchlingo.models.transformer import KVCache
+
+    cache, steps = KVCache(num_layers=1, capacity=2), []
+    for t in range(5):
+        k, v = torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4)
+        steps.append((k, v))
+        all_k, all_v = cache.append(0, k, v)
+        cache.length += 1
+        torch.testing.assert_close(all_k, torch.cat([s[0] for s in steps], dim=2), rtol=0, atol=0)
+        torch.testing.assert_close(all_v, torch.cat([s[1] for s in steps], dim=2), rtol=0, atol=0)
+    assert cache.capacity == 8 and cache.self_kv[0][0].size(2) == 8
+    rows = torch.tensor([2, 0, 0])
+    cache.select(rows, source=False)
+    k, v = cache.append(0, torch.zeros(3, 2, 1, 4), torch.zeros(3, 2, 1, 4))
+    torch.testing.assert_close(k[:, :, :5], torch.cat([s[0] for s in steps], dim=2)[rows], rtol=0, atol=0)
+    assert k.shape == (3, 2, 6, 4) and not k[:, :, 5].any()
+
+
+def test_cached_greedy_with_a_small_cache_capacity_matches_the_reference(monkeypatch):
+    """Decoders size the cache for their longest sentence; a cache that has to grow gives the same tokens."""
+    model, src = random_model(8), random_batch(308, 6)
+    small = lambda capacity=64: SimpleTransformer.new_cache(model, 1)  # noqa: E731
+    monkeypatch.setattr(model, "new_cache", small)
+    out = greedy_decode(model, src, max_len_a=1.5, max_len_b=4)
+    assert out == [reference_greedy(model, src[i], max_len_a=1.5, max_len_b=4) for i in range(6)]
+    beams = beam_search(model, src, beam_size=3, length_penalty=0.6, max_len_a=1.5, max_len_b=4)
+    assert [b[0][0] for b in beams] == [reference_beam(model, src[i], 3, 0.6, 1.5, 4)[0][0] for i in range(6)]

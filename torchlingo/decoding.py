@@ -59,7 +59,7 @@ def greedy_decode(model, src: torch.Tensor, max_len_a: float = 1.5, max_len_b: i
     device, n = src.device, src.size(0)
     limits = max_lengths(src, model.pad_idx, max_len_a, max_len_b, _position_limit(model))
     memory, src_mask = model.encode(src)
-    cache = model.new_cache()
+    cache = model.new_cache(max(limits) + 1)
     rows = torch.arange(n, device=device)  # the sentence each active row decodes
     active_limits = torch.tensor(limits, device=device)
     out = torch.full((n, max(limits) + 1), model.pad_idx, dtype=torch.long, device=device)
@@ -105,7 +105,7 @@ def beam_search(model, src: torch.Tensor, beam_size: int = 5, length_penalty: fl
     limits = max_lengths(src, model.pad_idx, max_len_a, max_len_b, _position_limit(model))
     penalties = [gnmt_penalty(length, length_penalty) for length in range(max(limits) + 2)]
     memory, src_mask = model.encode(src)  # one row a sentence: its beams share it (see Attention)
-    cache = model.new_cache()
+    cache = model.new_cache(max(limits) + 1)
     sentences = list(range(n))  # original index of each active sentence
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
     scores = torch.full((n, k), -math.inf, dtype=torch.float64 if memory.dtype == torch.float64 else torch.float32,
@@ -126,9 +126,13 @@ def beam_search(model, src: torch.Tensor, beam_size: int = 5, length_penalty: fl
                 not_eos[EOS_IDX] = False
             force = torch.tensor(at_limit, device=device).repeat_interleave(k)
             logp = logp.masked_fill(force[:, None] & not_eos, -math.inf)
-        candidates = logp.view(m, k, vocab).add_(scores.unsqueeze(-1)).view(m, k * vocab)
-        top_scores, top_idx = candidates.topk(min(2 * k, k * vocab), dim=1)
-        top_beam, top_tok = top_idx // vocab, top_idx % vocab
+        # A sentence's 2k best continuations are among each beam's 2k best tokens: top-k per beam first, then over
+        # the k * 2k survivors, instead of a top-k over k * vocab candidates and a pass adding the beam scores.
+        beam_lp, beam_tok = logp.topk(min(2 * k, vocab), dim=1)
+        width = beam_lp.size(1)
+        candidates = (beam_lp.view(m, k, width) + scores.unsqueeze(-1)).view(m, k * width)
+        top_scores, top_idx = candidates.topk(min(2 * k, k * width), dim=1)
+        top_beam, top_tok = top_idx // width, beam_tok.view(m, k * width).gather(1, top_idx)
         is_eos = top_tok == EOS_IDX
         finals = (is_eos[:, :k] & (top_scores[:, :k] > -math.inf)).nonzero().tolist()  # one sync a step
         if finals:
@@ -157,7 +161,7 @@ def beam_search(model, src: torch.Tensor, beam_size: int = 5, length_penalty: fl
             src_mask = src_mask.index_select(0, keep)
             cache.cross_kv = [(key.index_select(0, keep), value.index_select(0, keep)) for key, value in cache.cross_kv]
         history = torch.cat([history.index_select(0, origin), new_tokens.unsqueeze(1)], dim=1)
-        cache.self_kv = [(key.index_select(0, origin), value.index_select(0, origin)) for key, value in cache.self_kv]
+        cache.select(origin, source=False)
         tokens = new_tokens.unsqueeze(1)
     return [[(ids, score) for score, ids in sorted(bucket, key=lambda h: -h[0])[:n_best]] for bucket in finished]
 

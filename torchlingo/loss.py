@@ -18,7 +18,7 @@ def sequence_loss(model, src: torch.Tensor, tgt: torch.Tensor, pad_idx: int = 0,
     over `model(src, tgt[:, :-1])`.
     """
     tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
-    hidden = model.decode_hidden(tgt_in, *model.encode(src))
+    hidden = model(src, tgt_in, hidden_only=True)  # through __call__: a torch.compile'd model runs compiled
     keep = tgt_out != pad_idx
     hidden, targets = hidden[keep], tgt_out[keep]
     dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype

@@ -22,19 +22,47 @@ from ..config import Config
 
 
 class KVCache:
-    """Keys and values of every decoder layer for incremental decoding. Self-attention rows are sentences (greedy) or
-    sentences x beams; cross-attention rows are always sentences, since the beams of a sentence share its source."""
+    """Keys and values of every decoder layer for incremental decoding.
 
-    def __init__(self, num_layers: int):
-        self.self_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
+    Self-attention rows are sentences (greedy) or sentences x beams; their keys/values live in buffers with room for
+    `capacity` positions, so a step writes its one new position instead of copying the whole past (grown by doubling
+    when a sequence outlives the capacity). Cross-attention rows are always sentences: a sentence's beams share its
+    source (see Attention)."""
+
+    def __init__(self, num_layers: int, capacity: int = 64):
+        self.self_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers  # (rows, H, capacity, D/H)
         self.cross_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
         self.length = 0  # positions decoded so far
+        self.capacity = capacity
 
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep (and reorder to) these rows of both caches (greedy decoding drops finished sentences)."""
-        pick = lambda kv: None if kv is None else (kv[0].index_select(0, rows), kv[1].index_select(0, rows))  # noqa: E731
-        self.self_kv = [pick(kv) for kv in self.self_kv]
-        self.cross_kv = [pick(kv) for kv in self.cross_kv]
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this step's keys/values (rows, H, new, D/H) after the cached ones; returns views of all of them."""
+        end = self.length + k.size(2)
+        buffers = self.self_kv[layer]
+        if buffers is None or end > buffers[0].size(2):
+            self.capacity = max(self.capacity, end) if buffers is None else max(2 * self.capacity, end)
+            grown = [t.new_empty(t.size(0), t.size(1), self.capacity, t.size(3)) for t in (k, v)]
+            if buffers is not None:
+                for new, old in zip(grown, buffers):
+                    new[:, :, : self.length] = old[:, :, : self.length]
+            buffers = self.self_kv[layer] = tuple(grown)
+        buffers[0][:, :, self.length: end] = k
+        buffers[1][:, :, self.length: end] = v
+        return buffers[0][:, :, :end], buffers[1][:, :, :end]
+
+    def select(self, rows: torch.Tensor, source: bool = True) -> None:
+        """Keep (and reorder to) these rows of the self-attention cache, and of the source side unless `source` is
+        False (beam search reorders hypotheses, whose sentences keep their source rows)."""
+        def pick(t: torch.Tensor, length: int) -> torch.Tensor:  # copies the filled positions only, in one pass
+            out = t.new_empty(rows.numel(), *t.shape[1:])
+            torch.index_select(t[:, :, :length], 0, rows, out=out[:, :, :length])
+            return out
+
+        self.self_kv = [None if kv is None else (pick(kv[0], self.length), pick(kv[1], self.length))
+                        for kv in self.self_kv]
+        if source:
+            self.cross_kv = [None if kv is None else (kv[0].index_select(0, rows), kv[1].index_select(0, rows))
+                             for kv in self.cross_kv]
 
 
 def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
@@ -119,10 +147,7 @@ class Attention(nn.Module):
         else:
             q, k, v = map(heads, self.qkv_proj(x).chunk(3, dim=-1))
             if cache is not None:
-                if cache.self_kv[layer] is not None:
-                    past_k, past_v = cache.self_kv[layer]
-                    k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
-                cache.self_kv[layer] = (k, v)
+                k, v = cache.append(layer, k, v)
                 # One new query attends to every cached position; a longer first chunk still needs the causal mask.
                 causal = causal and q.size(2) > 1
         decoding = cache is not None and x.size(1) == 1
@@ -249,9 +274,12 @@ class SimpleTransformer(nn.Module):
         """Target ids -> logits (B, T, V), reusing an encoded source."""
         return self.project(self.decode_hidden(tgt, memory, src_mask, cache))
 
-    def new_cache(self) -> KVCache:
-        return KVCache(len(self.decoder_layers))
+    def new_cache(self, capacity: int = 64) -> KVCache:
+        """An empty cache; `capacity` is the number of target positions to make room for at once."""
+        return KVCache(len(self.decoder_layers), capacity)
 
-    def forward(self, src: torch.Tensor, tgt_input: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: logits (B, T, V) for every target position given the gold prefix."""
-        return self.decode(tgt_input, *self.encode(src))
+    def forward(self, src: torch.Tensor, tgt_input: torch.Tensor, hidden_only: bool = False) -> torch.Tensor:
+        """Teacher forcing: logits (B, T, V) for every target position given the gold prefix (with `hidden_only`,
+        the decoder states (B, T, D) before the projection: the training loss projects only non-pad positions)."""
+        hidden = self.decode_hidden(tgt_input, *self.encode(src))
+        return hidden if hidden_only else self.project(hidden)
