@@ -204,3 +204,17 @@ def test_cached_greedy_with_a_small_cache_capacity_matches_the_reference(monkeyp
     assert out == [reference_greedy(model, src[i], max_len_a=1.5, max_len_b=4) for i in range(6)]
     beams = beam_search(model, src, beam_size=3, length_penalty=0.6, max_len_a=1.5, max_len_b=4)
     assert [b[0][0] for b in beams] == [reference_beam(model, src[i], 3, 0.6, 1.5, 4)[0][0] for i in range(6)]
+
+
+@pytest.mark.parametrize("n,k", [(8000, 10), (8003, 10), (70, 4), (1000, 1)])
+def test_blockwise_topk_per_row_equals_topk(n, k):
+    from torchlingo.decoding import _topk_per_row
+
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(33, n, generator=g, dtype=torch.float64) * 3
+    x[0, :-1] = -math.inf  # a row forced to one token, as at the length limit
+    x[1, 5:9] = 100.0  # the largest values of a row inside one block
+    values, idx = _topk_per_row(x, k)
+    ref = x.topk(k, dim=1)
+    assert torch.equal(values, ref.values)
+    assert torch.equal(x.gather(1, idx), ref.values) and (idx[2:] == ref.indices[2:]).all()

@@ -45,6 +45,23 @@ def _log_probs(logits: torch.Tensor, pad_idx: int) -> torch.Tensor:
     return logits.log_softmax(-1, dtype=torch.float64 if logits.dtype == torch.float64 else torch.float32)
 
 
+def _topk_per_row(x: torch.Tensor, k: int, block: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """`x.topk(k, dim=1)` for wide rows (a beam's log-probabilities over the vocabulary), about 2x faster on CPU: a
+    row's k largest values lie in the k blocks of `block` columns with the largest maxima (a value outside them is
+    beaten by those k maxima), so only those blocks, and the columns after the last whole block, are searched."""
+    rows, n = x.shape
+    n_blocks = n // block
+    if n_blocks <= 4 * k:
+        return x.topk(k, dim=1)
+    maxima = x[:, : n_blocks * block].view(rows, n_blocks, block).amax(-1)
+    best = maxima.topk(k, dim=1).indices
+    cols = (best.unsqueeze(-1) * block + torch.arange(block, device=x.device)).view(rows, -1)
+    if n_blocks * block < n:
+        cols = torch.cat([cols, torch.arange(n_blocks * block, n, device=x.device).expand(rows, -1)], dim=1)
+    values, picked = x.gather(1, cols).topk(k, dim=1)
+    return values, cols.gather(1, picked)
+
+
 def _position_limit(model) -> int:
     return model.positions.size(0) - 1  # <s> takes position 0, </s> is fed at no position
 
@@ -128,7 +145,7 @@ def beam_search(model, src: torch.Tensor, beam_size: int = 5, length_penalty: fl
             logp = logp.masked_fill(force[:, None] & not_eos, -math.inf)
         # A sentence's 2k best continuations are among each beam's 2k best tokens: top-k per beam first, then over
         # the k * 2k survivors, instead of a top-k over k * vocab candidates and a pass adding the beam scores.
-        beam_lp, beam_tok = logp.topk(min(2 * k, vocab), dim=1)
+        beam_lp, beam_tok = _topk_per_row(logp, min(2 * k, vocab))
         width = beam_lp.size(1)
         candidates = (beam_lp.view(m, k, width) + scores.unsqueeze(-1)).view(m, k * width)
         top_scores, top_idx = candidates.topk(min(2 * k, k * width), dim=1)
