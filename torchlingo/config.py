@@ -95,7 +95,7 @@ class Config:
     device: str = _opt("training", "auto", "auto, cpu, cuda, cuda:N or mps.")
     amp: str = _opt("training", "auto", "Precision of training (autocast) and decoding: auto (bf16 where the hardware runs it fast), none (fp32), bf16, fp16 (CUDA).", choices=AMP_MODES)
     num_threads: Optional[int] = _opt("training", None, "CPU threads for torch (None: torch's default).", min=1)
-    compile: bool = _opt("training", False, "torch.compile the model.")
+    compile: bool = _opt("training", False, "torch.compile the encoder-decoder forward of training (the fused loss stays eager).")
 
     # -- decoding -----------------------------------------------------------------------------------------
     beam_size: int = _opt("decoding", 5, "Beam width for translation (1 is greedy).", min=1)
