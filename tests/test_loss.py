@@ -116,3 +116,19 @@ def test_bf16_loss_matches_autocast_cross_entropy_over_full_logits():
     for a, b in zip(fused_grads, plain_grads):
         assert a.dtype == torch.float32
         assert (a - b).norm() <= 0.02 * b.norm()
+
+
+def test_fp16_keeps_the_plain_loss_path(monkeypatch):
+    """fp16 needs GradScaler's scale inside the logits' gradient, so it does not take the fused path."""
+    import torchlingo.loss as loss_module
+
+    model = tiny_model().float()
+    src = pad_batch([torch.tensor([4, 5, 6]), torch.tensor([7, 8])])
+    tgt = pad_batch([torch.tensor([9, 10]), torch.tensor([11, 4, 5, 6])])
+    monkeypatch.setattr(loss_module.ProjectedCrossEntropy, "apply", None)  # would raise if called
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss, n = sequence_loss(model, src, tgt, 0, 0.1)
+        logits = model(src, tgt[:, :-1]).float()
+    expected = F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=0, label_smoothing=0.1)
+    assert n.item() == 8 and loss.dtype == torch.float32
+    torch.testing.assert_close(loss, expected)

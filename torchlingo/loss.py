@@ -21,7 +21,8 @@ def sequence_loss(model, src: torch.Tensor, tgt: torch.Tensor, pad_idx: int = 0,
     hidden = model(src, tgt_in, hidden_only=True)  # through __call__: a torch.compile'd model runs compiled
     keep = tgt_out != pad_idx
     hidden, targets = hidden[keep], tgt_out[keep]
-    dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
     proj = model.output_proj
     if dtype is torch.float16 or not isinstance(proj, torch.nn.Linear) or proj.bias is not None:
         # fp16 needs the loss scale inside the logits' gradient, which the fused path keeps unscaled
