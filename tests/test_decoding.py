@@ -189,7 +189,7 @@ def test_kv_cache_grows_past_its_capacity_and_selects_rows():
         torch.testing.assert_close(all_v, torch.cat([s[1] for s in steps], dim=2), rtol=0, atol=0)
     assert cache.capacity == 8 and cache.self_kv[0][0].size(2) == 8
     rows = torch.tensor([2, 0, 0])
-    cache.select(rows, source=False)
+    cache.reorder(rows)
     k, v = cache.append(0, torch.zeros(3, 2, 1, 4), torch.zeros(3, 2, 1, 4))
     torch.testing.assert_close(k[:, :, :5], torch.cat([s[0] for s in steps], dim=2)[rows], rtol=0, atol=0)
     assert k.shape == (3, 2, 6, 4) and not k[:, :, 5].any()

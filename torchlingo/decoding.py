@@ -176,9 +176,9 @@ def beam_search(model, src: torch.Tensor, beam_size: int = 5, length_penalty: fl
             sentences = [sentences[i] for i in alive]
             # The source side has a row per sentence, not per beam: it only loses the finished sentences.
             src_mask = src_mask.index_select(0, keep)
-            cache.cross_kv = [(key.index_select(0, keep), value.index_select(0, keep)) for key, value in cache.cross_kv]
+            cache.select_source(keep)
         history = torch.cat([history.index_select(0, origin), new_tokens.unsqueeze(1)], dim=1)
-        cache.select(origin, source=False)
+        cache.reorder(origin)
         tokens = new_tokens.unsqueeze(1)
     return [[(ids, score) for score, ids in sorted(bucket, key=lambda h: -h[0])[:n_best]] for bucket in finished]
 

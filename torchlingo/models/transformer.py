@@ -50,19 +50,24 @@ class KVCache:
         buffers[1][:, :, self.length: end] = v
         return buffers[0][:, :, :end], buffers[1][:, :, :end]
 
-    def select(self, rows: torch.Tensor, source: bool = True) -> None:
-        """Keep (and reorder to) these rows of the self-attention cache, and of the source side unless `source` is
-        False (beam search reorders hypotheses, whose sentences keep their source rows)."""
-        def pick(t: torch.Tensor, length: int) -> torch.Tensor:  # copies the filled positions only, in one pass
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep (and reorder to) these rows of both caches: greedy decoding drops its finished sentences."""
+        self.reorder(rows)
+        self.select_source(rows)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep these rows of the self-attention cache, in this order (beam search: each new beam's origin)."""
+        def pick(t: torch.Tensor) -> torch.Tensor:  # copies the filled positions only, in one pass
             out = t.new_empty(rows.numel(), *t.shape[1:])
-            torch.index_select(t[:, :, :length], 0, rows, out=out[:, :, :length])
+            torch.index_select(t[:, :, : self.length], 0, rows, out=out[:, :, : self.length])
             return out
 
-        self.self_kv = [None if kv is None else (pick(kv[0], self.length), pick(kv[1], self.length))
-                        for kv in self.self_kv]
-        if source:
-            self.cross_kv = [None if kv is None else (kv[0].index_select(0, rows), kv[1].index_select(0, rows))
-                             for kv in self.cross_kv]
+        self.self_kv = [None if kv is None else (pick(kv[0]), pick(kv[1])) for kv in self.self_kv]
+
+    def select_source(self, rows: torch.Tensor) -> None:
+        """Keep these rows (sentences) of the cross-attention cache."""
+        self.cross_kv = [None if kv is None else (kv[0].index_select(0, rows), kv[1].index_select(0, rows))
+                         for kv in self.cross_kv]
 
 
 def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
