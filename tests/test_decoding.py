@@ -179,15 +179,16 @@ def test_kv_cache_grows_past_its_capacity_and_selects_rows():
     losing what was cached, and selecting rows copies the filled positions in the new row order."""
     from torchlingo.models.transformer import KVCache
 
-    cache, steps = KVCache(num_layers=1, capacity=2), []
+    cache, steps = KVCache(num_layers=2, capacity=2), []
     for t in range(5):
         k, v = torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4)
         steps.append((k, v))
         all_k, all_v = cache.append(0, k, v)
+        cache.append(1, k, v)
         cache.length += 1
         torch.testing.assert_close(all_k, torch.cat([s[0] for s in steps], dim=2), rtol=0, atol=0)
         torch.testing.assert_close(all_v, torch.cat([s[1] for s in steps], dim=2), rtol=0, atol=0)
-    assert cache.capacity == 8 and cache.self_kv[0][0].size(2) == 8
+    assert [kv[0].size(2) for kv in cache.self_kv] == [8, 8]  # 2 -> 4 -> 8, each layer on its own
     rows = torch.tensor([2, 0, 0])
     cache.reorder(rows)
     k, v = cache.append(0, torch.zeros(3, 2, 1, 4), torch.zeros(3, 2, 1, 4))

@@ -33,15 +33,15 @@ class KVCache:
         self.self_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers  # (rows, H, capacity, D/H)
         self.cross_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
         self.length = 0  # positions decoded so far
-        self.capacity = capacity
+        self.capacity = capacity  # positions a layer's first buffers make room for
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write this step's keys/values (rows, H, new, D/H) after the cached ones; returns views of all of them."""
         end = self.length + k.size(2)
         buffers = self.self_kv[layer]
         if buffers is None or end > buffers[0].size(2):
-            self.capacity = max(self.capacity, end) if buffers is None else max(2 * self.capacity, end)
-            grown = [t.new_empty(t.size(0), t.size(1), self.capacity, t.size(3)) for t in (k, v)]
+            room = max(self.capacity, end) if buffers is None else max(2 * buffers[0].size(2), end)
+            grown = [t.new_empty(t.size(0), t.size(1), room, t.size(3)) for t in (k, v)]
             if buffers is not None:
                 for new, old in zip(grown, buffers):
                     new[:, :, : self.length] = old[:, :, : self.length]
