@@ -132,3 +132,15 @@ def test_fp16_keeps_the_plain_loss_path(monkeypatch):
     expected = F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=0, label_smoothing=0.1)
     assert n.item() == 8 and loss.dtype == torch.float32
     torch.testing.assert_close(loss, expected)
+
+
+def test_fused_loss_under_no_grad_equals_the_training_loss():
+    """Validation runs the loss under no_grad, where the fused path skips writing the logits' gradient."""
+    model = tiny_model()
+    src = pad_batch([torch.tensor([4, 5, 6]), torch.tensor([7, 8])])
+    tgt = pad_batch([torch.tensor([9, 10]), torch.tensor([11, 4, 5, 6])])
+    with_grad, _ = sequence_loss(model, src, tgt, 0, 0.1)
+    with torch.no_grad():
+        without, _ = sequence_loss(model, src, tgt, 0, 0.1)
+    assert with_grad.requires_grad and not without.requires_grad
+    torch.testing.assert_close(without, with_grad.detach(), rtol=1e-12, atol=0)

@@ -48,15 +48,19 @@ class ProjectedCrossEntropy(torch.autograd.Function):
         h, w = hidden.to(dtype), weight.to(dtype)
         logits = h @ w.t()
         vocab, total = w.size(0), hidden.new_zeros((), dtype=torch.float32 if dtype != torch.float64 else dtype)
+        differentiate = any(ctx.needs_input_grad[:2])  # not under no_grad (validation)
         for start in range(0, logits.size(0), _CHUNK):
             chunk, y = logits[start: start + _CHUNK], targets[start: start + _CHUNK, None]
             log_probs = torch.log_softmax(chunk, -1, dtype=total.dtype)
             nll, uniform = -log_probs.gather(1, y).sum(), -log_probs.sum() / vocab
             total += (1 - label_smoothing) * nll + label_smoothing * uniform
+            if not differentiate:
+                continue
             grad = log_probs.exp_().sub_(label_smoothing / vocab)
             grad.scatter_add_(1, y, grad.new_full(y.shape, label_smoothing - 1))
             chunk.copy_(grad)
-        ctx.save_for_backward(logits, h, w)
+        if differentiate:
+            ctx.save_for_backward(logits, h, w)
         ctx.dtypes = hidden.dtype, weight.dtype
         return total
 
