@@ -2,7 +2,8 @@
 
     OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/decode_speed.py --checkpoint runs/multi30k_de_en/checkpoints/best.pt
 
-Translates Multi30k test_2016_flickr (de -> en, 1,000 sentences) in batches of 64 sentences on CPU with 2 threads,
+Translates Multi30k test_2016_flickr (de -> en, 1,000 sentences) in batches of 64 sentences on CPU with 2 threads
+(as `Translator` does by default: two batches at once, one thread each; --parallel-batches 1 for one at a time),
 in the default precision (`--amp auto`: bf16 where the CPU runs it natively, else fp32; `--amp none` for fp32),
 greedy and beam 5 (best of --repeats timings), and a naive decoder (one sentence at a time, the whole prefix recomputed every step, as the
 educational libraries do) on the first --reference-sentences sentences. Prints one table: sentences/s, target
@@ -41,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reference-sentences", type=int, default=50,
                    help="sentences the naive decoder translates (0: skip it)")
     p.add_argument("--repeats", type=int, default=3, help="time each fast decoder this many times; the best counts")
+    p.add_argument("--parallel-batches", type=int, default=None,
+                   help="batches decoded at once, each on its share of the threads (default: the Translator's, "
+                        "one per thread)")
     p.add_argument("--amp", default="auto", choices=("auto", "none", "bf16"),
                    help="decoding precision: auto is the default (bf16 where the CPU runs it natively), none is fp32")
     return p.parse_args(argv)
@@ -89,8 +93,14 @@ def main(argv=None) -> list[dict]:
     from torchlingo.runtime import resolve_amp_dtype
 
     dtype = resolve_amp_dtype(args.amp, torch.device("cpu"))
-    print(f"checkpoint {args.checkpoint} | {args.split} | {torch.get_num_threads()} threads | "
-          f"{'bf16' if dtype is torch.bfloat16 else 'fp32'} CPU (amp: {args.amp}) | "
+    def translator(beam: int) -> Translator:
+        return Translator.from_checkpoint(args.checkpoint, beam_size=beam, max_tokens=10**9, progress=False,
+                                          max_sentences=args.batch_sentences, amp=args.amp,
+                                          parallel_batches=args.parallel_batches)
+
+    at_once, each = translator(1).parallelism(-(-len(sources) // args.batch_sentences))
+    print(f"checkpoint {args.checkpoint} | {args.split} | {torch.get_num_threads()} threads: {at_once} batch(es) at "
+          f"once, {each} thread(s) each | {'bf16' if dtype is torch.bfloat16 else 'fp32'} CPU (amp: {args.amp}) | "
           f"batches of {args.batch_sentences} sentences | BLEU {sig}")
     print(f"naive decoders run on the first {n_ref} sentences; 'BLEU@{n_ref}' compares every decoder on those")
     header = f"| {'decoder':<44} | {'sents':>5} | {'sent/s':>8} | {'tok/s':>8} | {'mean len':>8} | {'BLEU':>5} | {f'BLEU@{n_ref}':>9} |"
@@ -110,13 +120,12 @@ def main(argv=None) -> list[dict]:
               f"{r['mean_len']:>8.2f} | {r['bleu']:>5.1f} | {r['bleu_prefix']:>9.1f} |", flush=True)
 
     for beam in (1, args.beam):
-        translator = Translator.from_checkpoint(args.checkpoint, beam_size=beam, max_tokens=10**9,
-                                                max_sentences=args.batch_sentences, progress=False, amp=args.amp)
-        translator.decode_ids(translator.src_vocab.encode_many(sources[: args.batch_sentences]))  # warm-up
-        seconds, ids, texts = run_fast(translator, sources, args.repeats)
+        fast = translator(beam)
+        fast.decode_ids(fast.src_vocab.encode_many(sources[: args.batch_sentences]))  # warm-up
+        seconds, ids, texts = run_fast(fast, sources, args.repeats)
         add(f"{'greedy' if beam == 1 else f'beam {beam}'}, batched + KV cache", seconds, ids, texts)
         if n_ref:
-            seconds, ids, texts = run_naive(translator, sources[:n_ref], beam)
+            seconds, ids, texts = run_naive(fast, sources[:n_ref], beam)
             add(f"{'greedy' if beam == 1 else f'beam {beam}'}, naive (full prefix, 1 sentence)", seconds, ids, texts)
     return rows
 

@@ -115,3 +115,11 @@ def test_argparse_usage_error_exits_2(capsys):
         main(["translate"])  # --checkpoint is required
     assert exit_info.value.code == 2
     assert "--checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value", [("--beam-size", "0"), ("--max-tokens", "-5"), ("--parallel-batches", "two")])
+def test_decoding_flags_must_be_positive_integers(capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["translate", "--checkpoint", "best.pt", flag, value])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: '{value}' is not a positive integer" in capsys.readouterr().err

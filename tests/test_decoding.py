@@ -1,9 +1,13 @@
 """Decoding: cached batched greedy/beam search against full-prefix references, the Translator, and sacreBLEU scores."""
 
+import copy
 import math
+import threading
+import time
 
 import pytest
 import torch
+import torch.nn as nn
 
 from torchlingo.checkpoint import save_checkpoint
 from torchlingo.config import Config
@@ -14,6 +18,7 @@ from torchlingo.decoding import (Translator, beam_search, gnmt_penalty, greedy_d
 from torchlingo.errors import CheckpointError, DataError
 from torchlingo.evaluation import score_corpus
 from torchlingo.models import SimpleTransformer
+from torchlingo.models.packed import PackedLinear, can_pack, pack_linears_
 
 
 def random_model(seed: int, src_vocab: int = 30, tgt_vocab: int = 25) -> SimpleTransformer:
@@ -219,3 +224,86 @@ def test_blockwise_topk_per_row_equals_topk(n, k):
     ref = x.topk(k, dim=1)
     assert torch.equal(values, ref.values)
     assert torch.equal(x.gather(1, idx), ref.values) and (idx[2:] == ref.indices[2:]).all()
+
+
+def bf16_model(seed: int) -> SimpleTransformer:
+    model = random_model(seed).to(torch.bfloat16)
+    if not can_pack(model):
+        pytest.skip("needs a CPU with native bf16 matmuls and oneDNN's packed linear")
+    return model
+
+
+def test_packed_linears_equal_the_linear_layers_bitwise():
+    model = bf16_model(0)
+    packed = pack_linears_(copy.deepcopy(model))
+    assert not any(isinstance(m, nn.Linear) for m in packed.modules())
+    assert sum(isinstance(m, PackedLinear) for m in packed.modules()) == 2 * 4 + 2 * 7 + 1  # qkv/out, q/kv/out, ffn
+    for name, value in model.state_dict().items():  # same parameters under the same names
+        assert torch.equal(packed.state_dict()[name], value), name
+    with torch.inference_mode():
+        for rows in (1, 7, 64, 300):  # the layout is tuned for 64 rows; other row counts must give the same values
+            for plain, fast in [(model.output_proj, packed.output_proj),
+                                (model.decoder_layers[0].ff.fc2, packed.decoder_layers[0].ff.fc2)]:
+                x = torch.randn(rows, 3, plain.in_features).to(torch.bfloat16)
+                assert torch.equal(fast(x), plain(x))
+
+
+def test_translator_decodes_with_a_packed_copy_and_leaves_the_model_alone():
+    model = bf16_model(1)
+    src = random_batch(1, 9)
+    greedy = greedy_decode(model, src, 1.5, 5, return_scores=True)
+    beam = beam_search(model, src, 3, 0.6, 1.5, 5, n_best=2)
+    for size, expected in ((1, [[hyp] for hyp in greedy]), (3, beam)):
+        translator = Translator(model, None, None, beam_size=size, length_penalty=0.0 if size == 1 else 0.6,
+                                max_len_b=5, amp="bf16", n_best=2)
+        assert any(isinstance(m, PackedLinear) for m in translator.model.modules())
+        assert not any(isinstance(m, PackedLinear) for m in model.modules())
+        out = translator.decode_ids([row[(row != 0)][1:-1].tolist() for row in src])  # pad_batch adds <s> </s> again
+        assert [[ids for ids, _ in n] for n in out] == [[ids for ids, _ in n] for n in expected]
+        assert [s for n in out for _, s in n] == pytest.approx([s for n in expected for _, s in n], rel=1e-6)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_parallel_batches_decode_the_same_and_restore_torch_threads(monkeypatch, beam):
+    """Batches decoded side by side on worker threads, each with its share of torch's threads, give the serial
+    output; afterwards torch has its thread count back."""
+    model = random_model(8)  # float64 with amp none: exact, whatever the thread count
+    src_ids = [random_batch(seed, 1, max_len=seed % 7 + 2)[0, 1:-1].tolist() for seed in range(23)]
+    serial = Translator(model, None, None, beam_size=beam, max_len_b=5, amp="none", max_tokens=30,
+                        parallel_batches=1).decode_ids(src_ids)
+    threads, seen = torch.get_num_threads(), []
+    torch.set_num_threads(4)
+    try:
+        translator = Translator(model, None, None, beam_size=beam, max_len_b=5, amp="none", max_tokens=30,
+                                parallel_batches=2)
+        decode_batch = translator._decode_batch
+
+        def recording(src):
+            seen.append((threading.get_ident(), torch.get_num_threads()))
+            time.sleep(0.02)  # long enough that both workers take batches
+            return decode_batch(src)
+
+        monkeypatch.setattr(translator, "_decode_batch", recording)
+        assert translator.decode_ids(src_ids) == serial
+        assert len(translator.batches([len(s) for s in src_ids])) == len(seen) > 2
+        assert len({ident for ident, _ in seen}) == 2 and threading.get_ident() not in {i for i, _ in seen}
+        assert {n for _, n in seen} == {2}  # 4 threads shared by 2 workers
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_an_error_in_a_parallel_batch_reaches_the_caller(monkeypatch):
+    translator = Translator(random_model(9), None, None, beam_size=1, max_len_b=5, amp="none", max_tokens=20,
+                            parallel_batches=2)
+
+    def failing(src):
+        raise RuntimeError(f"batch of {src.size(0)} failed")
+
+    monkeypatch.setattr(translator, "_decode_batch", failing)
+    threads = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="batch of"):
+        translator.decode_ids([[5, 6, 7]] * 12)
+    assert torch.get_num_threads() == threads
+    with pytest.raises(ValueError, match="parallel_batches must be at least 1"):
+        Translator(random_model(9), None, None, parallel_batches=0)

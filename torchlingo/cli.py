@@ -51,8 +51,20 @@ def _translator(args: argparse.Namespace):
     from .decoding import Translator
 
     overrides = {k: v for k, v in (("beam_size", args.beam_size), ("max_tokens", args.max_tokens),
-                                   ("device", args.device), ("amp", args.amp)) if v is not None}
+                                   ("parallel_batches", args.parallel_batches), ("device", args.device),
+                                   ("amp", args.amp)) if v is not None}
     return Translator.from_checkpoint(args.checkpoint, **overrides)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
 
 
 def read_text_lines(path: str | None) -> list[str]:
@@ -155,8 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def decoding_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--checkpoint", required=True, help="a checkpoint written by training, e.g. runs/base/checkpoints/best.pt")
-        p.add_argument("--beam-size", type=int, help="beam width (1 is greedy); default: the run's beam_size")
-        p.add_argument("--max-tokens", type=int, help="source tokens per decoding batch")
+        p.add_argument("--beam-size", type=positive_int, help="beam width (1 is greedy); default: the run's beam_size")
+        p.add_argument("--max-tokens", type=positive_int, help="source tokens per decoding batch")
+        p.add_argument("--parallel-batches", type=positive_int,
+                       help="CPU: batches decoded at once, each on its share of the threads (default: one per thread, at most 4)")
         p.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto")
         p.add_argument("--amp", choices=AMP_MODES,
                        help="decoding precision (none is fp32); default: the run's amp (auto: bf16 where it runs fast)")

@@ -105,6 +105,7 @@ class Config:
     eval_bleu: bool = _opt("decoding", False, "Also decode the validation set and log val/bleu and val/chrf.")
     eval_beam_size: int = _opt("decoding", 1, "Beam width used for BLEU during training.", min=1)
     decode_max_tokens: int = _opt("decoding", 4000, "Source-token budget per decoding batch.", min=1)
+    decode_parallel_batches: Optional[int] = _opt("decoding", None, "CPU decoding: batches translated at once, each on its own share of the threads (None: one per thread, at most 4).", min=1)
 
     # -- logging ------------------------------------------------------------------------------------------
     experiment_name: str = _opt("logging", "experiment", "Run name; the run directory is tensorboard_dir/experiment_name.")

@@ -14,9 +14,11 @@ tokens); at that length `</s>` is forced. Scores are summed log-probabilities di
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -188,11 +190,16 @@ class Translator:
 
         translator = Translator.from_checkpoint("runs/de_en/checkpoints/best.pt", beam_size=5)
         translator.translate(["Ein Hund läuft."])  # -> ["A dog is running."]
+
+    On CPU it decodes `parallel_batches` batches at once, and in bf16 with a copy of the model whose linear layers
+    are prepacked (`models/packed.py`); the model passed in is left as it is.
     """
 
     def __init__(self, model, src_vocab, tgt_vocab, beam_size: int = 5, length_penalty: float = 0.6,
                  max_len_a: float = 1.5, max_len_b: int = 10, max_tokens: int = 4000, device: str = "cpu",
-                 n_best: int = 1, max_sentences: int | None = None, progress: bool = True, amp: str = "auto"):
+                 n_best: int = 1, max_sentences: int | None = None, progress: bool = True, amp: str = "auto",
+                 parallel_batches: int | None = None):
+        from .models.packed import can_pack, pack_linears_
         from .runtime import keep_freed_memory, resolve_amp_dtype, resolve_device
 
         self.device = resolve_device(str(device))
@@ -202,8 +209,13 @@ class Translator:
         self.dtype = resolve_amp_dtype(amp, self.device)
         if self.dtype is not None and next(self.model.parameters()).dtype == torch.float32:
             self.model = copy.deepcopy(self.model).to(self.dtype)
+        if can_pack(self.model):  # bf16 on CPU: prepacked weights, in the translator's own copy
+            self.model = pack_linears_(self.model if self.model is not model else copy.deepcopy(model))
         if self.device.type == "cpu":
             keep_freed_memory()  # the growing KV caches are reused memory, not fresh pages at every step
+        if parallel_batches is not None and parallel_batches < 1:
+            raise ValueError(f"parallel_batches must be at least 1, got {parallel_batches}")
+        self.parallel_batches = parallel_batches
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.beam_size, self.length_penalty, self.n_best = beam_size, length_penalty, n_best
         self.max_len_a, self.max_len_b = max_len_a, max_len_b
@@ -223,7 +235,8 @@ class Translator:
         config = state.get("config") or {}
         settings = {"beam_size": config.get("beam_size", 5), "length_penalty": config.get("length_penalty", 0.6),
                     "max_len_a": config.get("max_len_a", 1.5), "max_len_b": config.get("max_len_b", 10),
-                    "max_tokens": config.get("decode_max_tokens", 4000), "amp": config.get("amp", "auto")}
+                    "max_tokens": config.get("decode_max_tokens", 4000), "amp": config.get("amp", "auto"),
+                    "parallel_batches": config.get("decode_parallel_batches")}
         settings.update(overrides)
         settings["device"] = device
         return cls(model, src_vocab, tgt_vocab, **settings)
@@ -262,17 +275,47 @@ class Translator:
             from tqdm import tqdm
 
             bar = tqdm(total=len(src_ids), unit="sent", desc="translating", leave=False, dynamic_ncols=True)
+        groups = self.batches([len(s) for s in src_ids])
+
+        def decode(group: list[int]) -> list[list[Hypothesis]]:
+            src = pad_batch([torch.tensor(src_ids[i], dtype=torch.long) for i in group], self.model.pad_idx)
+            return self._decode_batch(src.to(self.device))
+
         try:
-            for group in self.batches([len(s) for s in src_ids]):
-                src = pad_batch([torch.tensor(src_ids[i], dtype=torch.long) for i in group], self.model.pad_idx)
-                for i, nbest in zip(group, self._decode_batch(src.to(self.device))):
-                    results[i] = nbest
-                if bar is not None:
-                    bar.update(len(group))
+            with self._batch_map(len(groups)) as batch_map:
+                for group, nbests in zip(groups, batch_map(decode, groups)):
+                    for i, nbest in zip(group, nbests):
+                        results[i] = nbest
+                    if bar is not None:
+                        bar.update(len(group))
         finally:
             if bar is not None:
                 bar.close()
         return results  # type: ignore[return-value]
+
+    def parallelism(self, n_batches: int) -> tuple[int, int]:
+        """(batches decoded at once, torch threads each) for `n_batches` batches: on CPU, `parallel_batches` (default
+        one per torch thread, at most 4) share the threads; elsewhere one batch at a time."""
+        total = torch.get_num_threads()
+        workers = 1 if self.device.type != "cpu" else max(1, min(n_batches, self.parallel_batches or min(total, 4)))
+        return workers, total if workers == 1 else max(1, total // workers)
+
+    @contextlib.contextmanager
+    def _batch_map(self, n_batches: int):
+        """`map` over batches, several at once on worker threads where `parallelism` says so: a decoding step is
+        hundreds of small ops, which run faster side by side on a core each than one after another split over all
+        cores (2 cores, Multi30k: greedy 1.3x, beam 1.3x)."""
+        workers, threads = self.parallelism(n_batches)
+        if workers == 1:
+            yield map
+            return
+        total = torch.get_num_threads()
+        pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(threads,))
+        try:
+            yield pool.map
+        finally:
+            pool.shutdown(cancel_futures=True)
+            torch.set_num_threads(total)  # the workers' setting is also torch's default for new threads
 
     def _decode_batch(self, src: torch.Tensor) -> list[list[Hypothesis]]:
         if self.beam_size == 1:

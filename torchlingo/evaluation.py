@@ -66,7 +66,8 @@ class BleuValidator:
         device = next(model.parameters()).device
         translator = Translator(model, self.dataset.src_vocab, self.dataset.tgt_vocab, beam_size=c.eval_beam_size,
                                 length_penalty=c.length_penalty, max_len_a=c.max_len_a, max_len_b=c.max_len_b,
-                                max_tokens=c.decode_max_tokens, device=str(device), progress=False, amp=c.amp)
+                                max_tokens=c.decode_max_tokens, device=str(device), progress=False, amp=c.amp,
+                                parallel_batches=c.decode_parallel_batches)
         try:
             hyps = [self.dataset.tgt_vocab.decode(nbest[0][0]) for nbest in translator.decode_ids(self.src_ids)]
         finally:

@@ -144,7 +144,8 @@ def evaluate_test_set(config: Config, result: TrainResult, test: NMTDataset, run
     from .evaluation import score_corpus
 
     settings = dict(beam_size=config.beam_size, length_penalty=config.length_penalty, max_len_a=config.max_len_a,
-                    max_len_b=config.max_len_b, max_tokens=config.decode_max_tokens, amp=config.amp)
+                    max_len_b=config.max_len_b, max_tokens=config.decode_max_tokens, amp=config.amp,
+                    parallel_batches=config.decode_parallel_batches)
     candidates = [result.best_checkpoint, result.last_checkpoint, run_dir / "checkpoints" / "best.pt",
                   run_dir / "checkpoints" / "last.pt"]
     checkpoint = next((Path(c) for c in candidates if c is not None and Path(c).is_file()), None)
