@@ -202,6 +202,8 @@ class Translator:
         from .models.packed import can_pack, pack_linears_
         from .runtime import keep_freed_memory, resolve_amp_dtype, resolve_device
 
+        if parallel_batches is not None and parallel_batches < 1:
+            raise ValueError(f"parallel_batches must be at least 1, got {parallel_batches}")
         self.device = resolve_device(str(device))
         self.model = model.to(self.device).eval()
         # Precision as in training (amp: auto is bf16 where the hardware runs it fast): an fp32 model decodes as a
@@ -213,8 +215,6 @@ class Translator:
             self.model = pack_linears_(self.model if self.model is not model else copy.deepcopy(model))
         if self.device.type == "cpu":
             keep_freed_memory()  # the growing KV caches are reused memory, not fresh pages at every step
-        if parallel_batches is not None and parallel_batches < 1:
-            raise ValueError(f"parallel_batches must be at least 1, got {parallel_batches}")
         self.parallel_batches = parallel_batches
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.beam_size, self.length_penalty, self.n_best = beam_size, length_penalty, n_best
