@@ -93,12 +93,14 @@ def main(argv=None) -> list[dict]:
     from torchlingo.runtime import resolve_amp_dtype
 
     dtype = resolve_amp_dtype(args.amp, torch.device("cpu"))
+
     def translator(beam: int) -> Translator:
         return Translator.from_checkpoint(args.checkpoint, beam_size=beam, max_tokens=10**9, progress=False,
                                           max_sentences=args.batch_sentences, amp=args.amp,
                                           parallel_batches=args.parallel_batches)
 
-    at_once, each = translator(1).parallelism(-(-len(sources) // args.batch_sentences))
+    translators = {beam: translator(beam) for beam in (1, args.beam)}
+    at_once, each = translators[1].parallelism(-(-len(sources) // args.batch_sentences))
     print(f"checkpoint {args.checkpoint} | {args.split} | {torch.get_num_threads()} threads: {at_once} batch(es) at "
           f"once, {each} thread(s) each | {'bf16' if dtype is torch.bfloat16 else 'fp32'} CPU (amp: {args.amp}) | "
           f"batches of {args.batch_sentences} sentences | BLEU {sig}")
@@ -120,7 +122,7 @@ def main(argv=None) -> list[dict]:
               f"{r['mean_len']:>8.2f} | {r['bleu']:>5.1f} | {r['bleu_prefix']:>9.1f} |", flush=True)
 
     for beam in (1, args.beam):
-        fast = translator(beam)
+        fast = translators[beam]
         fast.decode_ids(fast.src_vocab.encode_many(sources[: args.batch_sentences]))  # warm-up
         seconds, ids, texts = run_fast(fast, sources, args.repeats)
         add(f"{'greedy' if beam == 1 else f'beam {beam}'}, batched + KV cache", seconds, ids, texts)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..runtime import cpu_has_fast_bf16
+
 _OPS = torch.ops.mkldnn
 
 
@@ -35,8 +37,6 @@ class PackedLinear(nn.Module):
 
 def can_pack(model: nn.Module) -> bool:
     """True when `model` is on a CPU with native bf16 matmuls, in bf16, and this PyTorch has oneDNN's packed linear."""
-    from ..runtime import cpu_has_fast_bf16
-
     p = next(model.parameters(), None)
     return (p is not None and p.device.type == "cpu" and p.dtype == torch.bfloat16 and cpu_has_fast_bf16()
             and hasattr(_OPS, "_reorder_linear_weight") and hasattr(_OPS, "_linear_pointwise"))
