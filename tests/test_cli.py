@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cli_helpers import one_error_line, run_module, write_config, write_corpus
-from torchlingo.cli import main
+from torchlingo.cli import _translator, build_parser, main
 from torchlingo.tracking import RunLogger
 
 
@@ -119,6 +119,14 @@ def test_translate_file_and_stdin(trained, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["translate", "--checkpoint", best, "--beam-size", "1"]) == 0
     assert capsys.readouterr().out == out.read_text()  # stdin to stdout gives the same as file to file
+    one_at_a_time = root / "out1.txt"
+    assert main(["translate", "--checkpoint", best, "--input", str(src), "--output", str(one_at_a_time),
+                 "--beam-size", "1", "--max-tokens", "4", "--parallel-batches", "1"]) == 0
+    assert one_at_a_time.read_text() == out.read_text()
+    args = build_parser().parse_args(["translate", "--checkpoint", best, "--max-tokens", "4", "--parallel-batches", "3"])
+    translator = _translator(args)
+    assert (translator.max_tokens, translator.parallel_batches) == (4, 3)
+    assert translator.parallelism(10) == (3, max(1, torch.get_num_threads() // 3))
 
 
 def test_translate_precision_flag(trained, capsys):
