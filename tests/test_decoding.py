@@ -13,8 +13,8 @@ from torchlingo.checkpoint import save_checkpoint
 from torchlingo.config import Config
 from torchlingo.data_processing.batching import pad_batch
 from torchlingo.data_processing.vocab import Vocab
-from torchlingo.decoding import (Translator, beam_search, gnmt_penalty, greedy_decode, max_lengths, reference_beam,
-                                 reference_greedy)
+from torchlingo.decoding import (Translator, beam_search, decoding_settings, gnmt_penalty, greedy_decode, max_lengths,
+                                 reference_beam, reference_greedy)
 from torchlingo.errors import CheckpointError, DataError
 from torchlingo.evaluation import score_corpus
 from torchlingo.models import SimpleTransformer
@@ -155,6 +155,9 @@ def test_translator_nbest_and_from_checkpoint(tmp_path):
     assert loaded.beam_size == 3 and loaded.max_len_b == 4 and loaded.max_tokens == 4000
     assert loaded.translate(texts) == translator.translate(texts)
     assert Translator.from_checkpoint(path).beam_size == 2
+    assert decoding_settings(Config(beam_size=4, decode_max_tokens=99, decode_parallel_batches=2)) == {
+        "beam_size": 4, "length_penalty": 0.6, "max_len_a": 1.5, "max_len_b": 10, "max_tokens": 99, "amp": "auto",
+        "parallel_batches": 2}
     save_checkpoint({"model": model.state_dict(), "model_args": model.args}, tmp_path / "novocab.pt")
     with pytest.raises(CheckpointError, match="no vocabularies"):
         Translator.from_checkpoint(tmp_path / "novocab.pt")

@@ -185,6 +185,22 @@ def beam_search(model, src: torch.Tensor, beam_size: int = 5, length_penalty: fl
     return [[(ids, score) for score, ids in sorted(bucket, key=lambda h: -h[0])[:n_best]] for bucket in finished]
 
 
+# Translator keyword -> the config key it comes from.
+_SETTING_KEYS = {"beam_size": "beam_size", "length_penalty": "length_penalty", "max_len_a": "max_len_a",
+                 "max_len_b": "max_len_b", "max_tokens": "decode_max_tokens", "amp": "amp",
+                 "parallel_batches": "decode_parallel_batches"}
+
+
+def decoding_settings(config) -> dict:
+    """`Translator` keyword arguments from a run's config: a `Config`, or the flat dict checkpoints store (keys it
+    lacks take Config's defaults)."""
+    from .config import Config
+
+    values = config.to_dict(grouped=False) if isinstance(config, Config) else config
+    default = Config()
+    return {arg: values.get(key, getattr(default, key)) for arg, key in _SETTING_KEYS.items()}
+
+
 class Translator:
     """Text in, text out: tokenize, sort by length, batch by a source-token budget, decode, restore the order.
 
@@ -212,7 +228,9 @@ class Translator:
         if self.dtype is not None and next(self.model.parameters()).dtype == torch.float32:
             self.model = copy.deepcopy(self.model).to(self.dtype)
         if can_pack(self.model):  # bf16 on CPU: prepacked weights, in the translator's own copy
-            self.model = pack_linears_(self.model if self.model is not model else copy.deepcopy(model))
+            if self.model is model:
+                self.model = copy.deepcopy(model)
+            pack_linears_(self.model)
         if self.device.type == "cpu":
             keep_freed_memory()  # the growing KV caches are reused memory, not fresh pages at every step
         self.parallel_batches = parallel_batches
@@ -232,11 +250,7 @@ class Translator:
         model, src_vocab, tgt_vocab, state = load_model(path, map_location=device)
         if src_vocab is None or tgt_vocab is None:
             raise CheckpointError(f"{path}: checkpoint holds no vocabularies; it cannot translate text")
-        config = state.get("config") or {}
-        settings = {"beam_size": config.get("beam_size", 5), "length_penalty": config.get("length_penalty", 0.6),
-                    "max_len_a": config.get("max_len_a", 1.5), "max_len_b": config.get("max_len_b", 10),
-                    "max_tokens": config.get("decode_max_tokens", 4000), "amp": config.get("amp", "auto"),
-                    "parallel_batches": config.get("decode_parallel_batches")}
+        settings = decoding_settings(state.get("config") or {})
         settings.update(overrides)
         settings["device"] = device
         return cls(model, src_vocab, tgt_vocab, **settings)

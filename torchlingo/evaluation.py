@@ -60,14 +60,13 @@ class BleuValidator:
         self.src_ids = [dataset[i][0].tolist() for i in range(len(dataset))]
 
     def __call__(self, model, step: int) -> dict:
-        from .decoding import Translator
+        from .decoding import Translator, decoding_settings
 
         c, was_training = self.config, model.training
         device = next(model.parameters()).device
-        translator = Translator(model, self.dataset.src_vocab, self.dataset.tgt_vocab, beam_size=c.eval_beam_size,
-                                length_penalty=c.length_penalty, max_len_a=c.max_len_a, max_len_b=c.max_len_b,
-                                max_tokens=c.decode_max_tokens, device=str(device), progress=False, amp=c.amp,
-                                parallel_batches=c.decode_parallel_batches)
+        settings = {**decoding_settings(c), "beam_size": c.eval_beam_size}
+        translator = Translator(model, self.dataset.src_vocab, self.dataset.tgt_vocab, device=str(device),
+                                progress=False, **settings)
         try:
             hyps = [self.dataset.tgt_vocab.decode(nbest[0][0]) for nbest in translator.decode_ids(self.src_ids)]
         finally:

@@ -140,12 +140,10 @@ def evaluate_test_set(config: Config, result: TrainResult, test: NMTDataset, run
     """Translate the test set with the best checkpoint (beam from the config), write test.hyp, score it.
 
     Without checkpoints (`save_checkpoints: false`) the model as training left it is used."""
-    from .decoding import Translator
+    from .decoding import Translator, decoding_settings
     from .evaluation import score_corpus
 
-    settings = dict(beam_size=config.beam_size, length_penalty=config.length_penalty, max_len_a=config.max_len_a,
-                    max_len_b=config.max_len_b, max_tokens=config.decode_max_tokens, amp=config.amp,
-                    parallel_batches=config.decode_parallel_batches)
+    settings = decoding_settings(config)
     candidates = [result.best_checkpoint, result.last_checkpoint, run_dir / "checkpoints" / "best.pt",
                   run_dir / "checkpoints" / "last.pt"]
     checkpoint = next((Path(c) for c in candidates if c is not None and Path(c).is_file()), None)
