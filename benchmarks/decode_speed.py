@@ -1,13 +1,15 @@
 """Decoding speed: batched greedy and beam search with the KV cache against a naive full-prefix decoder.
 
-    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/decode_speed.py --checkpoint runs/multi30k_de_en/checkpoints/best.pt
+    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/decode_speed.py \
+        --checkpoint runs/multi30k_de_en/checkpoints/best.pt
 
 Translates Multi30k test_2016_flickr (de -> en, 1,000 sentences) in batches of 64 sentences on CPU with 2 threads
 (as `Translator` does by default: two batches at once, one thread each; --parallel-batches 1 for one at a time),
 in the default precision (`--amp auto`: bf16 where the CPU runs it natively, else fp32; `--amp none` for fp32),
-greedy and beam 5 (best of --repeats timings), and a naive decoder (one sentence at a time, the whole prefix recomputed every step, as the
-educational libraries do) on the first --reference-sentences sentences. Prints one table: sentences/s, target
-tokens/s, mean hypothesis length (tokens, without </s>) and BLEU, for the whole set and for the naive decoder's prefix.
+greedy and beam 5 (best of --repeats timings), and a naive decoder (one sentence at a time, the whole prefix
+recomputed every step, as the educational libraries do) on the first --reference-sentences sentences. Prints one
+table: sentences/s, target tokens/s, mean hypothesis length (tokens, without </s>) and BLEU, for the whole set and
+for the naive decoder's prefix.
 """
 
 from __future__ import annotations
@@ -39,14 +41,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-sentences", type=int, default=64)
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--limit", type=int, default=None, help="only the first N sentences")
-    p.add_argument("--reference-sentences", type=int, default=50,
-                   help="sentences the naive decoder translates (0: skip it)")
+    p.add_argument(
+        "--reference-sentences", type=int, default=50, help="sentences the naive decoder translates (0: skip it)"
+    )
     p.add_argument("--repeats", type=int, default=3, help="time each fast decoder this many times; the best counts")
-    p.add_argument("--parallel-batches", type=int, default=None,
-                   help="batches decoded at once, each on its share of the threads (default: the Translator's, "
-                        "one per thread)")
-    p.add_argument("--amp", default="auto", choices=("auto", "none", "bf16"),
-                   help="decoding precision: auto is the default (bf16 where the CPU runs it natively), none is fp32")
+    p.add_argument(
+        "--parallel-batches",
+        type=int,
+        default=None,
+        help="batches decoded at once, each on its share of the threads (default: the Translator's, one per thread)",
+    )
+    p.add_argument(
+        "--amp",
+        default="auto",
+        choices=("auto", "none", "bf16"),
+        help="decoding precision: auto is the default (bf16 where the CPU runs it natively), none is fp32",
+    )
     return p.parse_args(argv)
 
 
@@ -95,17 +105,34 @@ def main(argv=None) -> list[dict]:
     dtype = resolve_amp_dtype(args.amp, torch.device("cpu"))
 
     def translator(beam: int) -> Translator:
-        return Translator.from_checkpoint(args.checkpoint, beam_size=beam, max_tokens=10**9, progress=False,
-                                          max_sentences=args.batch_sentences, amp=args.amp,
-                                          parallel_batches=args.parallel_batches)
+        return Translator.from_checkpoint(
+            args.checkpoint,
+            beam_size=beam,
+            max_tokens=10**9,
+            progress=False,
+            max_sentences=args.batch_sentences,
+            amp=args.amp,
+            parallel_batches=args.parallel_batches,
+        )
 
     translators = {beam: translator(beam) for beam in (1, args.beam)}
     at_once, each = translators[1].parallelism(-(-len(sources) // args.batch_sentences))
-    print(f"checkpoint {args.checkpoint} | {args.split} | {torch.get_num_threads()} threads: {at_once} batch(es) at "
-          f"once, {each} thread(s) each | {'bf16' if dtype is torch.bfloat16 else 'fp32'} CPU (amp: {args.amp}) | "
-          f"batches of {args.batch_sentences} sentences | BLEU {sig}")
+    print(
+        f"checkpoint {args.checkpoint} | {args.split} | {torch.get_num_threads()} threads: {at_once} batch(es) at "
+        f"once, {each} thread(s) each | {'bf16' if dtype is torch.bfloat16 else 'fp32'} CPU (amp: {args.amp}) | "
+        f"batches of {args.batch_sentences} sentences | BLEU {sig}"
+    )
     print(f"naive decoders run on the first {n_ref} sentences; 'BLEU@{n_ref}' compares every decoder on those")
-    header = f"| {'decoder':<44} | {'sents':>5} | {'sent/s':>8} | {'tok/s':>8} | {'mean len':>8} | {'BLEU':>5} | {f'BLEU@{n_ref}':>9} |"
+    columns = (
+        f"{'decoder':<44}",
+        f"{'sents':>5}",
+        f"{'sent/s':>8}",
+        f"{'tok/s':>8}",
+        f"{'mean len':>8}",
+        f"{'BLEU':>5}",
+        f"{f'BLEU@{n_ref}':>9}",
+    )
+    header = "| " + " | ".join(columns) + " |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|", flush=True)
 
@@ -114,12 +141,22 @@ def main(argv=None) -> list[dict]:
         n = len(ids)
         tokens = sum(len(i) + 1 for i in ids)  # generated tokens, </s> included
         prefix = score_corpus(texts[:n_ref], refs[:n_ref], metrics=("bleu",))["bleu"] if n_ref else float("nan")
-        r = {"decoder": name, "sentences": n, "seconds": seconds, "sent_per_s": n / seconds,
-             "tok_per_s": tokens / seconds, "mean_len": sum(map(len, ids)) / n,
-             "bleu": score_corpus(texts, refs[:n], metrics=("bleu",))["bleu"], "bleu_prefix": prefix}
+        r = {
+            "decoder": name,
+            "sentences": n,
+            "seconds": seconds,
+            "sent_per_s": n / seconds,
+            "tok_per_s": tokens / seconds,
+            "mean_len": sum(map(len, ids)) / n,
+            "bleu": score_corpus(texts, refs[:n], metrics=("bleu",))["bleu"],
+            "bleu_prefix": prefix,
+        }
         rows.append(r)
-        print(f"| {r['decoder']:<44} | {r['sentences']:>5} | {r['sent_per_s']:>8.1f} | {r['tok_per_s']:>8.0f} | "
-              f"{r['mean_len']:>8.2f} | {r['bleu']:>5.1f} | {r['bleu_prefix']:>9.1f} |", flush=True)
+        print(
+            f"| {r['decoder']:<44} | {r['sentences']:>5} | {r['sent_per_s']:>8.1f} | {r['tok_per_s']:>8.0f} | "
+            f"{r['mean_len']:>8.2f} | {r['bleu']:>5.1f} | {r['bleu_prefix']:>9.1f} |",
+            flush=True,
+        )
 
     for beam in (1, args.beam):
         fast = translators[beam]

@@ -38,7 +38,9 @@ def sp_model_path(data: Path) -> Path:
     from torchlingo.data_processing.dataset import _LineChecker, read_parallel
 
     files = [data / "train.de", data / "train.en"]
-    key = hashlib.sha1(repr([(str(f.resolve()), f.stat().st_size, f.stat().st_mtime) for f in files]).encode()).hexdigest()[:12]
+    key = hashlib.sha1(
+        repr([(str(f.resolve()), f.stat().st_size, f.stat().st_mtime) for f in files]).encode()
+    ).hexdigest()[:12]
     path = Path(tempfile.gettempdir()) / "torchlingo-bench" / f"spm8k-{key}.model"
     if not path.exists():
         src, tgt = read_parallel(*files, _LineChecker("error"))
@@ -67,10 +69,10 @@ def batch_stats(dataset, batches) -> dict:
         t = [int(dataset.tgt_lengths[i]) + 1 for i in b]  # decoder input <s> y (= predicted y </s>)
         tokens, positions = tokens + sum(t), positions + len(b) * max(t)
         ns, nt = sum(s), sum(t)
-        fwd = 2 * ns * L * (4 * d * d + 2 * d * f)                       # encoder linears
-        fwd += 2 * nt * L * (4 * d * d + 2 * d * d + 2 * d * f)          # decoder self + cross q/out + ffn
-        fwd += 2 * ns * L * 2 * d * d                                    # cross-attention k, v of the memory
-        fwd += 2 * nt * d * V                                            # output projection
+        fwd = 2 * ns * L * (4 * d * d + 2 * d * f)  # encoder linears
+        fwd += 2 * nt * L * (4 * d * d + 2 * d * d + 2 * d * f)  # decoder self + cross q/out + ffn
+        fwd += 2 * ns * L * 2 * d * d  # cross-attention k, v of the memory
+        fwd += 2 * nt * d * V  # output projection
         fwd += sum(4 * d * (si * si + ti * ti / 2 + ti * si) for si, ti in zip(s, t)) * L  # attention scores + sums
         flops += 3 * fwd
     return {"tokens": tokens, "positions": positions, "flops": flops}
@@ -110,15 +112,26 @@ def matmul_peak(dtype_name: str, threads: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- the two loops
-def run_torchlingo(config, loader, warmup: int, steps: int, amp: str, compile_: bool, activation_dropout: float) -> float:
+def run_torchlingo(
+    config, loader, warmup: int, steps: int, amp: str, compile_: bool, activation_dropout: float
+) -> float:
     """train_model for warmup + steps optimizer steps; returns the seconds of the last `steps`."""
     from torchlingo.models import SimpleTransformer
     from torchlingo.training import train_model
 
     run_dir = tempfile.mkdtemp(prefix="torchlingo-bench-")
-    config = config.replace(amp="none" if amp == "fp32" else amp, compile=compile_, activation_dropout=activation_dropout,
-                            max_steps=warmup + steps, num_epochs=1, log_interval=10**9,
-                            use_tensorboard=False, progress_bar=False, save_checkpoints=False, tensorboard_dir=run_dir)
+    config = config.replace(
+        amp="none" if amp == "fp32" else amp,
+        compile=compile_,
+        activation_dropout=activation_dropout,
+        max_steps=warmup + steps,
+        num_epochs=1,
+        log_interval=10**9,
+        use_tensorboard=False,
+        progress_bar=False,
+        save_checkpoints=False,
+        tensorboard_dir=run_dir,
+    )
     vocab = len(loader.dataset.tgt_vocab)
     model = SimpleTransformer(vocab, vocab, config)
     timed = _Timed(loader, warmup)
@@ -139,10 +152,20 @@ def run_reference(config, loader, warmup: int, steps: int, amp: str) -> float:
     class Reference(nn.Module):
         def __init__(self):
             super().__init__()
-            self.src_embed, self.tgt_embed = nn.Embedding(vocab, d, padding_idx=pad), nn.Embedding(vocab, d, padding_idx=pad)
+            self.src_embed, self.tgt_embed = (
+                nn.Embedding(vocab, d, padding_idx=pad),
+                nn.Embedding(vocab, d, padding_idx=pad),
+            )
             self.register_buffer("pe", sinusoidal_positions(1024, d))
-            self.transformer = nn.Transformer(d, MODEL["n_heads"], MODEL["num_encoder_layers"], MODEL["num_decoder_layers"],
-                                              MODEL["d_ff"], MODEL["dropout"], batch_first=True)
+            self.transformer = nn.Transformer(
+                d,
+                MODEL["n_heads"],
+                MODEL["num_encoder_layers"],
+                MODEL["num_decoder_layers"],
+                MODEL["d_ff"],
+                MODEL["dropout"],
+                batch_first=True,
+            )
             self.out = nn.Linear(d, vocab, bias=False)
             self.out.weight = self.tgt_embed.weight
 
@@ -151,8 +174,15 @@ def run_reference(config, loader, warmup: int, steps: int, amp: str) -> float:
             causal = nn.Transformer.generate_square_subsequent_mask(tgt.size(1))
             x = self.src_embed(src) * math.sqrt(d) + self.pe[: src.size(1)]
             y = self.tgt_embed(tgt) * math.sqrt(d) + self.pe[: tgt.size(1)]
-            h = self.transformer(x, y, tgt_mask=causal, src_key_padding_mask=src_pad, tgt_key_padding_mask=tgt_pad,
-                                 memory_key_padding_mask=src_pad, tgt_is_causal=True)
+            h = self.transformer(
+                x,
+                y,
+                tgt_mask=causal,
+                src_key_padding_mask=src_pad,
+                tgt_key_padding_mask=tgt_pad,
+                memory_key_padding_mask=src_pad,
+                tgt_is_causal=True,
+            )
             return self.out(h)
 
     model = Reference()
@@ -200,15 +230,22 @@ def worker(spec: dict) -> dict:
     if spec["impl"] == "reference":
         seconds = run_reference(config, loader, spec["warmup"], spec["steps"], spec["amp"])
     else:
-        seconds = run_torchlingo(config, loader, spec["warmup"], spec["steps"], spec["amp"], spec["compile"],
-                                 spec["activation_dropout"])
+        seconds = run_torchlingo(
+            config, loader, spec["warmup"], spec["steps"], spec["amp"], spec["compile"], spec["activation_dropout"]
+        )
     return {"seconds": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def run_row(spec: dict) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env, capture_output=True, text=True)
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(spec["threads"]),
+        MKL_NUM_THREADS=str(spec["threads"]),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)], env=env, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         sys.exit(f"{spec['impl']} {spec['amp']} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -219,8 +256,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train.de / train.en")
     p.add_argument("--steps", type=int, default=40, help="timed fp32 optimizer steps per row")
-    p.add_argument("--bf16-steps", type=int, default=None,
-                   help="timed bf16 steps (default steps/4, or 2 where bf16 is emulated: ~20x slower than fp32)")
+    p.add_argument(
+        "--bf16-steps",
+        type=int,
+        default=None,
+        help="timed bf16 steps (default steps/4, or 2 where bf16 is emulated: ~20x slower than fp32)",
+    )
     p.add_argument("--warmup", type=int, default=4, help="untimed steps first")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--target-tokens", type=float, default=2000, help="mean target tokens per batch")
@@ -228,9 +269,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1, help="run every row this many times (alternating), keep the best")
     p.add_argument("--compile", action="store_true", help="add a torchlingo fp32 row with compile: true")
     p.add_argument("--no-bf16", action="store_true", help="skip the bf16 rows")
-    p.add_argument("--activation-dropout-row", action="store_true",
-                   help="add a torchlingo row in the default precision with activation_dropout 0.1 (dropout inside the "
-                        "feed-forward blocks, where nn.Transformer has it; torchlingo's default is 0, as fairseq)")
+    p.add_argument(
+        "--activation-dropout-row",
+        action="store_true",
+        help="add a torchlingo row in the default precision with activation_dropout 0.1 (dropout inside the "
+        "feed-forward blocks, where nn.Transformer has it; torchlingo's default is 0, as fairseq)",
+    )
     p.add_argument("--quick", action="store_true", help="few steps, for a smoke test")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -257,7 +301,10 @@ def main() -> None:
     peaks = {"fp32": matmul_peak("float32", args.threads), "bf16": matmul_peak("bfloat16", args.threads)}
     default_amp = resolve_amp_dtype("auto", torch.device("cpu"))
 
-    rows = [("reference", "fp32", False, 0.0), ("torchlingo", "fp32", False, 0.0)]  # (loop, precision, compile, activation_dropout)
+    rows = [
+        ("reference", "fp32", False, 0.0),
+        ("torchlingo", "fp32", False, 0.0),
+    ]  # (loop, precision, compile, activation_dropout)
     if args.compile:
         rows.append(("torchlingo", "fp32", True, 0.0))
     if not args.no_bf16:
@@ -269,10 +316,20 @@ def main() -> None:
         for impl, amp, comp, act in rows:
             steps = args.steps if amp == "fp32" else bf16_steps
             warmup = args.warmup if amp == "fp32" or cpu_has_fast_bf16() else 1
-            spec = dict(impl=impl, amp=amp, compile=comp, activation_dropout=act, steps=steps, warmup=warmup,
-                        threads=args.threads, data=str(args.data), spm=str(spm), max_tokens=max_tokens)
+            spec = dict(
+                impl=impl,
+                amp=amp,
+                compile=comp,
+                activation_dropout=act,
+                steps=steps,
+                warmup=warmup,
+                threads=args.threads,
+                data=str(args.data),
+                spm=str(spm),
+                max_tokens=max_tokens,
+            )
             r = run_row(spec)
-            stats = batch_stats(dataset, batches[warmup: warmup + steps])
+            stats = batch_stats(dataset, batches[warmup : warmup + steps])
             r.update(stats, steps=steps, tok_s=stats["tokens"] / r["seconds"])
             label = f"{impl:10s} {amp}{' compile' if comp else ''}{f' activation_dropout {act}' if act else ''}"
             print(f"  {label}: {r['tok_s']:.0f} target tok/s", file=sys.stderr)
@@ -281,23 +338,38 @@ def main() -> None:
                 results[key] = r
 
     mean_tokens = sum(int(dataset.tgt_lengths[i]) + 1 for b in batches for i in b) / len(batches)
-    print(f"\nMulti30k de-en train ({len(dataset)} pairs), 8k joint SentencePiece, 3+3 layers d256 h4 ff1024, "
-          f"max_tokens {max_tokens} (mean {mean_tokens:.0f} target tokens/batch, {len(batches)} batches), "
-          f"{args.threads} threads, warm-up {args.warmup} steps, best of {args.repeats}.")
-    print(f"Matmul peak: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s; "
-          f"CPU native bf16: {cpu_has_fast_bf16()}; default precision (amp: auto) here: "
-          f"{'bf16' if default_amp is torch.bfloat16 else 'fp32'}.\n")
-    print("| loop | precision | steps | target tok/s | s/step | padding | peak RSS MiB | MFU | vs reference | vs fp32 reference |")
+    print(
+        f"\nMulti30k de-en train ({len(dataset)} pairs), 8k joint SentencePiece, 3+3 layers d256 h4 ff1024, "
+        f"max_tokens {max_tokens} (mean {mean_tokens:.0f} target tokens/batch, {len(batches)} batches), "
+        f"{args.threads} threads, warm-up {args.warmup} steps, best of {args.repeats}."
+    )
+    print(
+        f"Matmul peak: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s; "
+        f"CPU native bf16: {cpu_has_fast_bf16()}; default precision (amp: auto) here: "
+        f"{'bf16' if default_amp is torch.bfloat16 else 'fp32'}.\n"
+    )
+    print(
+        "| loop | precision | steps | target tok/s | s/step | padding | peak RSS MiB | MFU | vs reference "
+        "| vs fp32 reference |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for (impl, amp, comp, act), r in results.items():
         ref = results.get(("reference", amp, False, 0.0))
-        ratio = f"{r['tok_s'] / ref['tok_s']:.2f}x" if ref and impl != "reference" else "1.00x" if impl == "reference" else "-"
+        ratio = (
+            f"{r['tok_s'] / ref['tok_s']:.2f}x"
+            if ref and impl != "reference"
+            else "1.00x"
+            if impl == "reference"
+            else "-"
+        )
         fp32_ref = results.get(("reference", "fp32", False, 0.0))
         vs_fp32 = f"{r['tok_s'] / fp32_ref['tok_s']:.2f}x" if fp32_ref else "-"
         mfu = r["flops"] / r["seconds"] / (peaks[amp] * 1e9)
         name = impl + (" (compile)" if comp else "") + (f" (activation_dropout {act})" if act else "")
-        print(f"| {name} | {amp} | {r['steps']} | {r['tok_s']:.0f} | {r['seconds'] / r['steps']:.3f} | "
-              f"{1 - r['tokens'] / r['positions']:.1%} | {r['peak_rss_mib']:.0f} | {mfu:.0%} | {ratio} | {vs_fp32} |")
+        print(
+            f"| {name} | {amp} | {r['steps']} | {r['tok_s']:.0f} | {r['seconds'] / r['steps']:.3f} | "
+            f"{1 - r['tokens'] / r['positions']:.1%} | {r['peak_rss_mib']:.0f} | {mfu:.0%} | {ratio} | {vs_fp32} |"
+        )
     print(f"\n({time.perf_counter() - began:.0f} s in all)")
 
 

@@ -20,8 +20,25 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from lexicon import (ADJS, DETS, FREQ, LOCATIVE, MASS_DETS, NOUNS, PL_DETS, POSSESSIVE, PREPS, PRONOUNS,
-                     SG_DETS, TIMES, VERBS, Adj, Noun, Verb, conjugate)
+from lexicon import (
+    ADJS,
+    DETS,
+    FREQ,
+    LOCATIVE,
+    MASS_DETS,
+    NOUNS,
+    PL_DETS,
+    POSSESSIVE,
+    PREPS,
+    PRONOUNS,
+    SG_DETS,
+    TIMES,
+    VERBS,
+    Adj,
+    Noun,
+    Verb,
+    conjugate,
+)
 
 # ------------------------------------------------------------- realisation
 
@@ -29,6 +46,7 @@ from lexicon import (ADJS, DETS, FREQ, LOCATIVE, MASS_DETS, NOUNS, PL_DETS, POSS
 @dataclass(frozen=True)
 class NP:
     """A noun phrase: determiner, optional (very +) adjective, optional possessor."""
+
     noun: Noun
     plural: bool = False
     det: str = "the"
@@ -51,7 +69,7 @@ def np_en(np: NP) -> list[str]:
 
 
 def possessive_en(owner: NP) -> list[str]:
-    """"the boy's", "the boys'", "the men's", "Maria's"."""
+    """ "the boy's", "the boys'", "the men's", "Maria's"."""
     words = np_en(owner)
     words[-1] += "'" if owner.plural and words[-1].endswith("s") else "'s"
     return words
@@ -105,9 +123,16 @@ def finish(en: list[str], es: list[str], question: bool) -> tuple[str, str]:
     return (en_s + "?", "¿" + es_s + "?") if question else (en_s + ".", es_s + ".")
 
 
-def clause(subj: Subject, verb: Verb, obj: NP | None = None, pp: tuple[str, NP] | None = None,
-           neg: bool = False, question: bool = False, freq: tuple | None = None,
-           time: tuple | None = None) -> tuple[str, str]:
+def clause(
+    subj: Subject,
+    verb: Verb,
+    obj: NP | None = None,
+    pp: tuple[str, NP] | None = None,
+    neg: bool = False,
+    question: bool = False,
+    freq: tuple | None = None,
+    time: tuple | None = None,
+) -> tuple[str, str]:
     """A verbal sentence: statement (optionally negated or with a frequency adverb) or
     yes/no question with do-support in English and verb-subject inversion in Spanish."""
     s_en, s_es, person, _, _ = subject_parts(subj)
@@ -126,9 +151,8 @@ def clause(subj: Subject, verb: Verb, obj: NP | None = None, pp: tuple[str, NP] 
     return finish(s_en + adv_en + v_en + rest_en, s_es + adv_es + ["no"] * neg + [v_es] + rest_es, False)
 
 
-def copula(subj: Subject, adj: Adj, very: bool = False, neg: bool = False,
-           question: bool = False) -> tuple[str, str]:
-    """"The house is (not) very big." with ser/estar chosen by the adjective, agreeing."""
+def copula(subj: Subject, adj: Adj, very: bool = False, neg: bool = False, question: bool = False) -> tuple[str, str]:
+    """ "The house is (not) very big." with ser/estar chosen by the adjective, agreeing."""
     s_en, s_es, person, fem, plural = subject_parts(subj)
     be_en = ("am", "are", "is", "are", "are")[person]
     be_es = conjugate("estar" if adj.estar else "ser", person)
@@ -139,7 +163,7 @@ def copula(subj: Subject, adj: Adj, very: bool = False, neg: bool = False,
 
 
 def there_is(np: NP, pp: tuple[str, NP], question: bool = False) -> tuple[str, str]:
-    """"There are two cats under the table." -> "Hay dos gatos debajo de la mesa.\""""
+    """ "There are two cats under the table." -> "Hay dos gatos debajo de la mesa.\""""
     p_en, p_es = pp_parts(*pp)
     be = "are" if np.plural else "is"
     en = [be, "there"] if question else ["there", be]
@@ -147,7 +171,7 @@ def there_is(np: NP, pp: tuple[str, NP], question: bool = False) -> tuple[str, s
 
 
 def wh_question(subj: Subject, verb: Verb | None = None, time: tuple | None = None) -> tuple[str, str]:
-    """"Where does he work?" / "What do you eat?" / "Where is the cat?" (verb None)."""
+    """ "Where does he work?" / "What do you eat?" / "Where is the cat?" (verb None)."""
     s_en, s_es, person, _, _ = subject_parts(subj)
     if verb is None:
         be_en = ("am", "are", "is", "are", "are")[person]
@@ -249,7 +273,7 @@ def write_splits(out: Path, seed: int = 0, sizes: dict[str, int] | None = None) 
     paths, start = {}, 0
     for split, size in sizes.items():
         paths[split] = out / f"{split}.tsv"
-        lines = ["src\ttgt"] + [f"{en}\t{es}" for en, es in pairs[start:start + size]]
+        lines = ["src\ttgt"] + [f"{en}\t{es}" for en, es in pairs[start : start + size]]
         paths[split].write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
         start += size
     return paths

@@ -1,7 +1,7 @@
 """Write docs/configuration.md from `torchlingo.config.describe_fields()`, the one place each key is declared.
 
-    python docs/gen_configuration.py          # rewrite docs/configuration.md
-    python docs/gen_configuration.py --check  # exit 1 if it is out of date (tests/test_docs.py does this)
+python docs/gen_configuration.py          # rewrite docs/configuration.md
+python docs/gen_configuration.py --check  # exit 1 if it is out of date (tests/test_docs.py does this)
 """
 
 from __future__ import annotations

@@ -30,9 +30,26 @@ from torchlingo.data_processing import NMTDataset, make_loader  # noqa: E402
 from torchlingo.errors import TorchlingoError  # noqa: E402
 from torchlingo.models import SimpleTransformer  # noqa: E402
 
-TINY = dict(tokenizer="word", d_model=16, n_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=32,
-            batch_size=8, num_epochs=2, learning_rate=3e-3, warmup_steps=4, checkpoint_interval=3, val_interval=4,
-            patience=3, amp="none", use_tensorboard=False, progress_bar=False, experiment_name="run", seed=7)
+TINY = dict(
+    tokenizer="word",
+    d_model=16,
+    n_heads=2,
+    num_encoder_layers=1,
+    num_decoder_layers=1,
+    d_ff=32,
+    batch_size=8,
+    num_epochs=2,
+    learning_rate=3e-3,
+    warmup_steps=4,
+    checkpoint_interval=3,
+    val_interval=4,
+    patience=3,
+    amp="none",
+    use_tensorboard=False,
+    progress_bar=False,
+    experiment_name="run",
+    seed=7,
+)
 
 
 def kill_self() -> None:
@@ -107,14 +124,28 @@ def main() -> None:
     resume_from = C.find_resumable(config.run_dir / "checkpoints") if resume else None
     inject(fault)
     try:
-        result = T.train_model(model, make_loader(train, config, shuffle=True), make_loader(val, config, shuffle=False),
-                               config, resume_from=resume_from)
+        result = T.train_model(
+            model,
+            make_loader(train, config, shuffle=True),
+            make_loader(val, config, shuffle=False),
+            config,
+            resume_from=resume_from,
+        )
     except TorchlingoError as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(getattr(e, "exit_code", 2))
-    torch.save({"model": model.state_dict(), "train_losses": result.train_losses, "val_losses": result.val_losses,
-                "history": result.history, "steps": result.steps, "stopped_early": result.stopped_early,
-                "resumed_from": str(resume_from)}, config.run_dir / "final.pt")
+        raise SystemExit(getattr(e, "exit_code", 2)) from None
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "train_losses": result.train_losses,
+            "val_losses": result.val_losses,
+            "history": result.history,
+            "steps": result.steps,
+            "stopped_early": result.stopped_early,
+            "resumed_from": str(resume_from),
+        },
+        config.run_dir / "final.pt",
+    )
 
 
 if __name__ == "__main__":

@@ -8,14 +8,20 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from conftest import write_toy_tsv
 
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = {
     "data": {"tokenizer": "word", "max_tokens": 96},
-    "model": {"d_model": 16, "n_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "d_ff": 32, "dropout": 0.0},
+    "model": {
+        "d_model": 16,
+        "n_heads": 2,
+        "num_encoder_layers": 1,
+        "num_decoder_layers": 1,
+        "d_ff": 32,
+        "dropout": 0.0,
+    },
     "training": {"learning_rate": 0.01, "warmup_steps": 2, "num_epochs": 2, "seed": 3, "device": "cpu", "amp": "none"},
     "decoding": {"beam_size": 2, "max_len_b": 5, "decode_max_tokens": 200},
     "logging": {"log_interval": 1, "progress_bar": False},
@@ -33,8 +39,11 @@ def write_corpus(root: Path) -> Path:
 def write_config(root: Path, name: str = "tiny", **changes) -> Path:
     """A tiny config in root/NAME.yaml with absolute data paths and run directory root/runs/NAME."""
     config = {group: dict(values) for group, values in TINY.items()}
-    config["data"].update(train_file=str(root / "data" / "train.tsv"), val_file=str(root / "data" / "val.tsv"),
-                          test_file=str(root / "data" / "test.tsv"))
+    config["data"].update(
+        train_file=str(root / "data" / "train.tsv"),
+        val_file=str(root / "data" / "val.tsv"),
+        test_file=str(root / "data" / "test.tsv"),
+    )
     config["logging"].update(experiment_name=name, tensorboard_dir=str(root / "runs"))
     for key, value in changes.items():
         group = next((g for g, vals in config.items() if key in vals), "training")
@@ -46,9 +55,20 @@ def write_config(root: Path, name: str = "tiny", **changes) -> Path:
 
 def run_module(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`python -m torchlingo ARGS` in a fresh interpreter (one thread), as a user would run it."""
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torchlingo", *args], input=stdin, capture_output=True, text=True,
-                          cwd=cwd or REPO, env=env, timeout=300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "torchlingo", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env=env,
+        timeout=300,
+    )
 
 
 def one_error_line(stderr: str) -> str:

@@ -7,8 +7,20 @@ from pathlib import Path
 import pytest
 import torch
 
-WORDS = {"the": "el", "a": "un", "cat": "gato", "dog": "perro", "sees": "ve", "likes": "quiere", "house": "casa",
-         "red": "rojo", "big": "grande", "small": "pequeño", "runs": "corre", "and": "y"}
+WORDS = {
+    "the": "el",
+    "a": "un",
+    "cat": "gato",
+    "dog": "perro",
+    "sees": "ve",
+    "likes": "quiere",
+    "house": "casa",
+    "red": "rojo",
+    "big": "grande",
+    "small": "pequeño",
+    "runs": "corre",
+    "and": "y",
+}
 
 
 def write_toy_tsv(path: Path, n: int, seed: int = 0, header: bool = True) -> Path:

@@ -12,10 +12,27 @@ from torchlingo.training import train_model
 
 
 def tiny_setup(data_dir, run_dir, **overrides):
-    settings = dict(tokenizer="word", d_model=32, n_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=64,
-                    dropout=0.0, batch_size=16, learning_rate=3e-3, warmup_steps=5, num_epochs=3, device="cpu",
-                    amp="none", tensorboard_dir=str(run_dir), experiment_name="bleu", log_interval=2,
-                    progress_bar=False, eval_bleu=True, max_len_b=5)
+    settings = dict(
+        tokenizer="word",
+        d_model=32,
+        n_heads=2,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        d_ff=64,
+        dropout=0.0,
+        batch_size=16,
+        learning_rate=3e-3,
+        warmup_steps=5,
+        num_epochs=3,
+        device="cpu",
+        amp="none",
+        tensorboard_dir=str(run_dir),
+        experiment_name="bleu",
+        log_interval=2,
+        progress_bar=False,
+        eval_bleu=True,
+        max_len_b=5,
+    )
     config = Config(**{**settings, **overrides})
     train = NMTDataset(data_dir / "train.tsv", config=config)
     val = NMTDataset(data_dir / "val.tsv", train.src_vocab, train.tgt_vocab, config=config)
@@ -32,8 +49,9 @@ def read_events(run_dir):
 
 
 def test_eval_bleu_logs_scores_and_translations_and_drives_best_checkpoint(toy_data):
-    model, train_loader, val_loader, config = tiny_setup(toy_data / "data", toy_data / "runs",
-                                                         early_stopping_metric="bleu", val_interval=4)
+    model, train_loader, val_loader, config = tiny_setup(
+        toy_data / "data", toy_data / "runs", early_stopping_metric="bleu", val_interval=4
+    )
     result = train_model(model, train_loader, val_loader, config)
     bleus = [h["bleu"] for h in result.history]
     assert len(bleus) >= 3 and all("chrf" in h and 0.0 <= h["chrf"] <= 100.0 for h in result.history)
@@ -57,16 +75,18 @@ def test_eval_bleu_logs_scores_and_translations_and_drives_best_checkpoint(toy_d
 
 
 def test_eval_bleu_with_beam_and_loss_metric(toy_data):
-    model, train_loader, val_loader, config = tiny_setup(toy_data / "data", toy_data / "runs", eval_beam_size=3,
-                                                         num_epochs=1, use_tensorboard=False)
+    model, train_loader, val_loader, config = tiny_setup(
+        toy_data / "data", toy_data / "runs", eval_beam_size=3, num_epochs=1, use_tensorboard=False
+    )
     result = train_model(model, train_loader, val_loader, config)
     assert len(result.history) == 1 and {"bleu", "chrf", "val_loss"} <= set(result.history[0])
     assert result.best_metric == result.history[0]["val_loss"]
 
 
 def test_bleu_metric_without_eval_bleu_is_a_config_error(toy_data):
-    model, train_loader, val_loader, config = tiny_setup(toy_data / "data", toy_data / "runs",
-                                                         early_stopping_metric="bleu")
+    model, train_loader, val_loader, config = tiny_setup(
+        toy_data / "data", toy_data / "runs", early_stopping_metric="bleu"
+    )
     with pytest.raises(ConfigError, match="early_stopping_metric: bleu needs a validation set and eval_bleu: true"):
         train_model(model, train_loader, val_loader, config.replace(eval_bleu=False))
     with pytest.raises(ConfigError, match="early_stopping_metric: bleu needs"):

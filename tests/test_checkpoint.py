@@ -16,17 +16,35 @@ class Interrupt(Exception):
 
 
 def setup(tmp_path, name, toy_data, make=True, **overrides):
-    config = Config(d_model=32, n_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=64, tokenizer="word",
-                    num_epochs=3, warmup_steps=4, log_interval=2, val_interval=3, checkpoint_interval=2, patience=5,
-                    batch_size=16, tensorboard_dir=str(tmp_path / "runs"), experiment_name=name, progress_bar=False,
-                    **overrides)
+    config = Config(
+        d_model=32,
+        n_heads=2,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        d_ff=64,
+        tokenizer="word",
+        num_epochs=3,
+        warmup_steps=4,
+        log_interval=2,
+        val_interval=3,
+        checkpoint_interval=2,
+        patience=5,
+        batch_size=16,
+        tensorboard_dir=str(tmp_path / "runs"),
+        experiment_name=name,
+        progress_bar=False,
+        **overrides,
+    )
     train = NMTDataset(toy_data / "data" / "train.tsv", config=config)
     val = NMTDataset(toy_data / "data" / "val.tsv", train.src_vocab, train.tgt_vocab, config=config)
     torch.manual_seed(config.seed)
     if make:
         loaders = make_loader(train, config, shuffle=True), make_loader(val, config, shuffle=False)
     else:  # the documentation's style: a plain shuffled DataLoader drawing from the global RNG
-        loaders = (DataLoader(train, 16, shuffle=True, collate_fn=collate_fn), DataLoader(val, 16, collate_fn=collate_fn))
+        loaders = (
+            DataLoader(train, 16, shuffle=True, collate_fn=collate_fn),
+            DataLoader(val, 16, collate_fn=collate_fn),
+        )
     model = SimpleTransformer(len(train.src_vocab), len(train.tgt_vocab), config)
     return config, model, loaders
 
@@ -35,8 +53,21 @@ def test_checkpoint_holds_every_piece_and_loads_weights_only(tmp_path, toy_data)
     config, model, (train, val) = setup(tmp_path, "full", toy_data)
     result = train_model(model, train, val, config)
     state = torch.load(result.last_checkpoint, weights_only=True)
-    for key in ("model", "model_args", "optimizer", "scheduler", "scaler", "rng", "position", "sampler",
-                "early_stopping", "result", "config", "src_vocab", "tgt_vocab"):
+    for key in (
+        "model",
+        "model_args",
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "rng",
+        "position",
+        "sampler",
+        "early_stopping",
+        "result",
+        "config",
+        "src_vocab",
+        "tgt_vocab",
+    ):
         assert key in state, key
     assert state["position"]["step"] == result.steps == 18  # 96 pairs / 16 = 6 batches x 3 epochs
     assert state["position"]["epoch"] == 3

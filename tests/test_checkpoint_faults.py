@@ -93,7 +93,9 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, fmt):
     # Control: the file really is an attack; an unsafe load runs it (in a child, to keep this process clean).
     control = tmp_path / "control.pt"
     torch.save({"x": Evil(tmp_path / "ran")}, control)
-    subprocess.run([sys.executable, "-c", f"import torch; torch.load({str(control)!r}, weights_only=False)"], check=True)
+    subprocess.run(
+        [sys.executable, "-c", f"import torch; torch.load({str(control)!r}, weights_only=False)"], check=True
+    )
     assert (tmp_path / "ran").exists()
 
 
@@ -106,8 +108,6 @@ def test_keep_previous_rotates_last(tmp_path):
     assert load_checkpoint(last)["position"]["step"] == 3
     assert load_checkpoint(previous_path(last))["position"]["step"] == 2
     assert {p.name for p in tmp_path.iterdir()} == {"last.pt", "last.prev.pt"}
-
-
 
 
 def test_find_resumable_falls_back_to_newest_readable(tmp_path, torchlingo_logs):
@@ -143,7 +143,10 @@ def test_disk_full_during_save_keeps_previous_file(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(ckpt.torch, "save", full_disk)
-    with pytest.raises(CheckpointError, match=r"last\.pt: cannot write checkpoint \(No space left on device\); the previous file is intact"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"last\.pt: cannot write checkpoint \(No space left on device\); the previous file is intact",
+    ):
         save_checkpoint(state(2), last, keep_previous=True)
     monkeypatch.setattr(ckpt.torch, "save", real_save)
     assert load_checkpoint(last)["position"]["step"] == 1
@@ -158,17 +161,19 @@ def test_real_write_failure_file_size_limit(tmp_path):
 import resource, signal, torch
 from torchlingo.checkpoint import save_checkpoint
 from torchlingo.errors import CheckpointError
-save_checkpoint({{"model": {{"w": torch.zeros(10)}}}}, {str(tmp_path / 'last.pt')!r})
+save_checkpoint({{"model": {{"w": torch.zeros(10)}}}}, {str(tmp_path / "last.pt")!r})
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (50000, 50000))
 try:
-    save_checkpoint({{"model": {{"w": torch.randn(100000)}}}}, {str(tmp_path / 'last.pt')!r}, keep_previous=True)
+    save_checkpoint({{"model": {{"w": torch.randn(100000)}}}}, {str(tmp_path / "last.pt")!r}, keep_previous=True)
 except CheckpointError as e:
     print(e)
 """
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == f"{tmp_path / 'last.pt'}: cannot write checkpoint (File too large); the previous file is intact"
+    assert (
+        out.strip() == f"{tmp_path / 'last.pt'}: cannot write checkpoint (File too large); the previous file is intact"
+    )
     assert torch.equal(load_checkpoint(tmp_path / "last.pt")["model"]["w"], torch.zeros(10))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
@@ -176,12 +181,25 @@ except CheckpointError as e:
 def test_unwritable_run_directory_fails_at_start_up(toy_data):
     blocker = toy_data / "a_file"
     blocker.write_text("I am a file, not a directory\n")
-    config = Config(tokenizer="word", d_model=16, n_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=32,
-                    batch_size=16, num_epochs=1, use_tensorboard=False, progress_bar=False, amp="none",
-                    tensorboard_dir=str(blocker / "runs"))
+    config = Config(
+        tokenizer="word",
+        d_model=16,
+        n_heads=2,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        d_ff=32,
+        batch_size=16,
+        num_epochs=1,
+        use_tensorboard=False,
+        progress_bar=False,
+        amp="none",
+        tensorboard_dir=str(blocker / "runs"),
+    )
     train = NMTDataset(toy_data / "data" / "train.tsv", config=config)
     model = SimpleTransformer(len(train.src_vocab), len(train.tgt_vocab), config=config)
     before = [p.detach().clone() for p in model.parameters()]
-    with pytest.raises(CheckpointError, match=r"a_file/runs/experiment/checkpoints: cannot write checkpoints there \(Not a directory\)"):
+    with pytest.raises(
+        CheckpointError, match=r"a_file/runs/experiment/checkpoints: cannot write checkpoints there \(Not a directory\)"
+    ):
         train_model(model, make_loader(train, config, shuffle=True), None, config)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # failed before any training

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import torch
-
 from cli_helpers import one_error_line, run_module, write_config, write_corpus
+
 from torchlingo.cli import _translator, build_parser, main
 from torchlingo.tracking import RunLogger
 
@@ -31,8 +31,15 @@ def trained(tmp_path_factory):
 def test_train_writes_every_file_of_the_run(trained):
     root, run, stdout = trained
     names = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
-    assert {"config.yaml", "src_vocab.txt", "tgt_vocab.txt", "checkpoints/best.pt", "checkpoints/last.pt",
-            "test.hyp", "metrics.json"} <= names
+    assert {
+        "config.yaml",
+        "src_vocab.txt",
+        "tgt_vocab.txt",
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+        "test.hyp",
+        "metrics.json",
+    } <= names
     assert any(n.startswith("events.out.tfevents.") for n in names)
     metrics = json.loads((run / "metrics.json").read_text())
     # 64 toy pairs in 96-token batches: the sampler gives a fixed number of batches an epoch, 2 epochs
@@ -120,10 +127,30 @@ def test_translate_file_and_stdin(trained, monkeypatch, capsys):
     assert main(["translate", "--checkpoint", best, "--beam-size", "1"]) == 0
     assert capsys.readouterr().out == out.read_text()  # stdin to stdout gives the same as file to file
     one_at_a_time = root / "out1.txt"
-    assert main(["translate", "--checkpoint", best, "--input", str(src), "--output", str(one_at_a_time),
-                 "--beam-size", "1", "--max-tokens", "4", "--parallel-batches", "1"]) == 0
+    assert (
+        main(
+            [
+                "translate",
+                "--checkpoint",
+                best,
+                "--input",
+                str(src),
+                "--output",
+                str(one_at_a_time),
+                "--beam-size",
+                "1",
+                "--max-tokens",
+                "4",
+                "--parallel-batches",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert one_at_a_time.read_text() == out.read_text()
-    args = build_parser().parse_args(["translate", "--checkpoint", best, "--max-tokens", "4", "--parallel-batches", "3"])
+    args = build_parser().parse_args(
+        ["translate", "--checkpoint", best, "--max-tokens", "4", "--parallel-batches", "3"]
+    )
     translator = _translator(args)
     assert (translator.max_tokens, translator.parallel_batches) == (4, 3)
     assert translator.parallelism(10) == (3, max(1, torch.get_num_threads() // 3))
@@ -153,8 +180,21 @@ def test_evaluate_files_and_stdin_with_json(trained, monkeypatch, capsys):
     (root / "test.src").write_text("".join(s + "\n" for s, _ in rows))
     (root / "test.ref").write_text("".join(t + "\n" for _, t in rows))
     capsys.readouterr()
-    assert main(["evaluate", "--checkpoint", best, "--src", str(root / "test.src"), "--ref", str(root / "test.ref"),
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                best,
+                "--src",
+                str(root / "test.src"),
+                "--ref",
+                str(root / "test.ref"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     scores = json.loads(capsys.readouterr().out)
     assert set(scores) == {"bleu", "bleu_signature", "chrf", "chrf_signature", "ter", "ter_signature"}
     # the run's own beam (2) on the same test set reproduces the BLEU that train wrote to metrics.json
@@ -164,14 +204,22 @@ def test_evaluate_files_and_stdin_with_json(trained, monkeypatch, capsys):
     text = capsys.readouterr().out
     assert f"BLEU = {scores['bleu']:.2f}  nrefs:1|" in text and "chrF = " in text and "TER = " in text
     (root / "short.ref").write_text("one line\n")
-    assert main(["evaluate", "--checkpoint", best, "--src", str(root / "test.src"), "--ref", str(root / "short.ref")]) == 2
+    assert (
+        main(["evaluate", "--checkpoint", best, "--src", str(root / "test.src"), "--ref", str(root / "short.ref")]) == 2
+    )
     assert "has 10 lines but" in one_error_line(capsys.readouterr().err)
 
 
 def test_python_dash_m_translates_stdin(trained):
     root, run, _ = trained
-    proc = run_module("translate", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--beam-size", "2",
-                      stdin="the cat sees a dog\nthe red house\n")
+    proc = run_module(
+        "translate",
+        "--checkpoint",
+        str(run / "checkpoints" / "best.pt"),
+        "--beam-size",
+        "2",
+        stdin="the cat sees a dog\nthe red house\n",
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 2 and "Traceback" not in proc.stderr
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import gzip
 
 import pytest
-
 from cli_helpers import one_error_line, run_module, write_config, write_corpus
+
 from torchlingo.cli import main
 
 
@@ -20,13 +20,16 @@ def fails(capsys, argv) -> str:
     return one_error_line(capsys.readouterr().err)
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"lerning_rate": 0.1}, "unknown key 'lerning_rate'; did you mean 'learning_rate'?"),
-    ({"d_model": "wide"}, "d_model: expected an integer, got 'wide'"),
-    ({"dropout": 1.5}, "dropout: must be <= 0.99, got 1.5"),
-    ({"scheduler_type": "cosin"}, "scheduler_type: 'cosin' is not one of"),
-    ({"n_heads": 3}, "n_heads: 3 does not divide d_model 16"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"lerning_rate": 0.1}, "unknown key 'lerning_rate'; did you mean 'learning_rate'?"),
+        ({"d_model": "wide"}, "d_model: expected an integer, got 'wide'"),
+        ({"dropout": 1.5}, "dropout: must be <= 0.99, got 1.5"),
+        ({"scheduler_type": "cosin"}, "scheduler_type: 'cosin' is not one of"),
+        ({"n_heads": 3}, "n_heads: 3 does not divide d_model 16"),
+    ],
+)
 def test_bad_config_value_names_the_key(root, capsys, change, expected):
     config = root / "bad.yaml"
     base = write_config(root).read_text()
@@ -90,17 +93,21 @@ def test_translate_missing_checkpoint_and_input(root, capsys):
     corrupt = root / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
     assert f"{corrupt}: " in fails(  # refused or reported corrupt, either way one line naming the file
-        capsys, ["translate", "--checkpoint", str(corrupt), "--input", str(root / "data" / "test.tsv")])
+        capsys, ["translate", "--checkpoint", str(corrupt), "--input", str(root / "data" / "test.tsv")]
+    )
     assert "missing.txt: cannot read" in fails(
-        capsys, ["translate", "--checkpoint", str(corrupt), "--input", str(root / "missing.txt")])
+        capsys, ["translate", "--checkpoint", str(corrupt), "--input", str(root / "missing.txt")]
+    )
 
 
 def test_download_from_a_mirror_without_the_file(tmp_path, capsys):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     (mirror / "train.de.gz").write_bytes(gzip.compress(b"ein Hund\n"))
-    message = fails(capsys, ["download", "multi30k", "--dest", str(tmp_path / "out"), "--splits", "train",
-                             "--base-url", mirror.as_uri()])
+    message = fails(
+        capsys,
+        ["download", "multi30k", "--dest", str(tmp_path / "out"), "--splits", "train", "--base-url", mirror.as_uri()],
+    )
     assert "train.en.gz" in message
 
 

@@ -37,13 +37,26 @@ def test_main_job_command_runs_base_yaml_end_to_end(tmp_path):
     command = [shutil.which("torchlingo")] if shutil.which("torchlingo") else [sys.executable, "-m", "torchlingo"]
     overrides = ["max_steps=12", "beam_size=1", "log_interval=4", f"tensorboard_dir={tmp_path}"]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([*command, "train", "configs/base.yaml", *[a for o in overrides for a in ("--set", o)]],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [*command, "train", "configs/base.yaml", *[a for o in overrides for a in ("--set", o)]],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert re.search(r"test BLEU = \d+\.\d+ +nrefs:1\|case:mixed\|eff:no\|tok:13a", proc.stdout + proc.stderr)
     run = tmp_path / "base"
-    for name in ("config.yaml", "src_vocab.txt", "tgt_vocab.txt", "checkpoints/best.pt", "checkpoints/last.pt",
-                 "test.hyp", "metrics.json"):
+    for name in (
+        "config.yaml",
+        "src_vocab.txt",
+        "tgt_vocab.txt",
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+        "test.hyp",
+        "metrics.json",
+    ):
         assert (run / name).is_file(), name
     assert list(run.glob("events.out.tfevents.*"))
     metrics = json.loads((run / "metrics.json").read_text())
@@ -53,31 +66,51 @@ def test_main_job_command_runs_base_yaml_end_to_end(tmp_path):
 
 def test_multi30k_config_and_shared_path_override():
     config = Config.from_yaml(REPO / "configs" / "multi30k_de_en.yaml")
-    assert (config.src_lang, config.tgt_lang, config.tokenizer, config.vocab_size, config.joint_vocab) == \
-        ("de", "en", "sentencepiece", 8000, True)
-    assert (config.num_encoder_layers, config.num_decoder_layers, config.d_model, config.n_heads, config.d_ff) == \
-        (3, 3, 256, 4, 1024)
-    assert resolve_data_path(config.train_file, "de", "en") == (Path("data/multi30k/train.de"), Path("data/multi30k/train.en"))
-    sets = [f"{k}=../shared/data/multi30k/{v}" for k, v in
-            (("train_file", "train"), ("val_file", "val"), ("test_file", "test_2016_flickr"))]
+    assert (config.src_lang, config.tgt_lang, config.tokenizer, config.vocab_size, config.joint_vocab) == (
+        "de",
+        "en",
+        "sentencepiece",
+        8000,
+        True,
+    )
+    assert (config.num_encoder_layers, config.num_decoder_layers, config.d_model, config.n_heads, config.d_ff) == (
+        3,
+        3,
+        256,
+        4,
+        1024,
+    )
+    assert resolve_data_path(config.train_file, "de", "en") == (
+        Path("data/multi30k/train.de"),
+        Path("data/multi30k/train.en"),
+    )
+    sets = [
+        f"{k}=../shared/data/multi30k/{v}"
+        for k, v in (("train_file", "train"), ("val_file", "val"), ("test_file", "test_2016_flickr"))
+    ]
     moved = Config.from_yaml(REPO / "configs" / "multi30k_de_en.yaml", sets)
-    assert resolve_data_path(moved.test_file, "de", "en") == \
-        (Path("../shared/data/multi30k/test_2016_flickr.de"), Path("../shared/data/multi30k/test_2016_flickr.en"))
+    assert resolve_data_path(moved.test_file, "de", "en") == (
+        Path("../shared/data/multi30k/test_2016_flickr.de"),
+        Path("../shared/data/multi30k/test_2016_flickr.en"),
+    )
 
 
 @pytest.mark.slow
 def test_multi30k_config_reads_the_shared_corpus(monkeypatch):
     """Needs ../shared/data/multi30k (not in the repository)."""
     monkeypatch.chdir(REPO)
-    sets = [f"{k}=../shared/data/multi30k/{v}" for k, v in
-            (("train_file", "train"), ("val_file", "val"), ("test_file", "test_2016_flickr"))]
+    sets = [
+        f"{k}=../shared/data/multi30k/{v}"
+        for k, v in (("train_file", "train"), ("val_file", "val"), ("test_file", "test_2016_flickr"))
+    ]
     config = Config.from_yaml("configs/multi30k_de_en.yaml", sets + ["tokenizer=word"])
     assert len(NMTDataset(config.val_file, config=config)) == 1014
 
 
 def test_configuration_doc_is_up_to_date():
-    proc = subprocess.run([sys.executable, str(REPO / "docs" / "gen_configuration.py"), "--check"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "docs" / "gen_configuration.py"), "--check"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     text = (REPO / "docs" / "configuration.md").read_text()
     assert "| `learning_rate` | float | `0.0005` |" in text and "## `decoding:`" in text
@@ -89,8 +122,11 @@ def test_readme_commands_are_the_ones_ci_runs():
     assert len(commands) == 2
     main_job, tests = commands
     assert main_job.endswith("&& torchlingo train configs/base.yaml")
-    ci = [ln.strip() for ln in (REPO / ".ci" / "run").read_text().splitlines()
-          if ln.strip() and not ln.startswith("#") and not ln.startswith(("set ", "cd ", "rm "))]
+    ci = [
+        ln.strip()
+        for ln in (REPO / ".ci" / "run").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#") and not ln.startswith(("set ", "cd ", "rm "))
+    ]
     # .ci/run runs the same steps as the README's test command (pip quietly, one step a line)
     assert " && ".join(ci).replace(" -q install", " install").replace("pip install -q", "pip install") == tests
 

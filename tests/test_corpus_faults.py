@@ -13,8 +13,6 @@ CONFIG = Config(tokenizer="word")
 GOOD = [b"a cat\tun gato", b"the dog\tel perro"]
 
 
-
-
 def write(path: Path, lines: list[bytes], end: bytes = b"\n") -> Path:
     path.write_bytes(end.join(lines) + end)
     return path
@@ -58,7 +56,8 @@ def test_skip_report_counts_each_reason(tmp_path, torchlingo_logs):
     assert ds.skipped == {"wrong number of columns": 2, "invalid UTF-8": 2, "empty source": 1, "empty target": 1}
     assert torchlingo_logs.records[-1].getMessage() == (
         f"{path}: kept 2 pairs, skipped 6 (2 wrong number of columns (first at {path}:3), "
-        f"2 invalid UTF-8 (first at {path}:4), 1 empty source (first at {path}:5), 1 empty target (first at {path}:6))")
+        f"2 invalid UTF-8 (first at {path}:4), 1 empty source (first at {path}:5), 1 empty target (first at {path}:6))"
+    )
 
 
 def test_all_lines_bad(tmp_path):

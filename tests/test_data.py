@@ -4,8 +4,16 @@ import pytest
 import torch
 
 from torchlingo.config import Config
-from torchlingo.data_processing import (NMTDataset, SentencePieceVocab, TokenBudgetBatchSampler, Vocab, collate_fn,
-                                        load_vocab, make_loader, vocab_from_state)
+from torchlingo.data_processing import (
+    NMTDataset,
+    SentencePieceVocab,
+    TokenBudgetBatchSampler,
+    Vocab,
+    collate_fn,
+    load_vocab,
+    make_loader,
+    vocab_from_state,
+)
 from torchlingo.errors import DataError
 
 WORD = Config(tokenizer="word")

@@ -82,8 +82,10 @@ def test_noun_phrase_agreement_and_reordering():
     assert phrase(np("apple", det="a", adj="big")) == ("a big apple", "una manzana grande")
     assert phrase(np("egg", det="a", adj="old")) == ("an old egg", "un huevo viejo")
     assert phrase(np("flower", True, "many", "blue")) == ("many blue flowers", "muchas flores azules")
-    assert phrase(np("woman", True, "our", "happy", very=True)) == ("our very happy women",
-                                                                   "nuestras mujeres muy felices")
+    assert phrase(np("woman", True, "our", "happy", very=True)) == (
+        "our very happy women",
+        "nuestras mujeres muy felices",
+    )
     assert phrase(np("man", True, "these", "young")) == ("these young men", "estos hombres jóvenes")
     assert phrase(np("map", adj="new")) == ("the new map", "el mapa nuevo")  # masculine despite -a
     assert phrase(np("water", adj="cold")) == ("the cold water", "el agua fría")  # el + feminine noun
@@ -91,9 +93,15 @@ def test_noun_phrase_agreement_and_reordering():
 
 def test_spanish_morphology():
     assert [spanish_plural(w) for w in ("casa", "flor", "lápiz", "camión", "jardín", "sándwich", "rey")] == [
-        "casas", "flores", "lápices", "camiones", "jardines", "sándwiches", "reyes"]
-    assert [conjugate("trabajar", p) for p in range(5)] == [
-        "trabajo", "trabajas", "trabaja", "trabajamos", "trabajan"]
+        "casas",
+        "flores",
+        "lápices",
+        "camiones",
+        "jardines",
+        "sándwiches",
+        "reyes",
+    ]
+    assert [conjugate("trabajar", p) for p in range(5)] == ["trabajo", "trabajas", "trabaja", "trabajamos", "trabajan"]
     assert [conjugate("comer", p) for p in range(5)] == ["como", "comes", "come", "comemos", "comen"]
     assert [conjugate("vivir", p) for p in range(5)] == ["vivo", "vives", "vive", "vivimos", "viven"]
     assert [conjugate("tener", p) for p in range(5)] == ["tengo", "tienes", "tiene", "tenemos", "tienen"]
@@ -115,28 +123,44 @@ def test_possessive_reorders_with_contraction():
 
 def test_clauses():
     assert clause(I, VERB["eat"], np("apple", True, "the", "red")) == (
-        "I eat the red apples.", "Yo como las manzanas rojas.")
+        "I eat the red apples.",
+        "Yo como las manzanas rojas.",
+    )
     assert clause(np("boy"), VERB["eat"], np("bread", det=""), neg=True) == (
-        "The boy does not eat bread.", "El niño no come pan.")
+        "The boy does not eat bread.",
+        "El niño no come pan.",
+    )
     assert clause(WE, VERB["live"], pp=("in", np("garden", adj="big"))) == (
-        "We live in the big garden.", "Nosotros vivimos en el jardín grande.")
+        "We live in the big garden.",
+        "Nosotros vivimos en el jardín grande.",
+    )
     assert clause(THEY, VERB["go"], pp=("to", np("park"))) == ("They go to the park.", "Ellos van al parque.")
     assert clause(SHE, VERB["come"], pp=("from", np("market"))) == (
-        "She comes from the market.", "Ella viene del mercado.")
+        "She comes from the market.",
+        "Ella viene del mercado.",
+    )
     assert clause(HE, VERB["see"], np("man")) == ("He sees the man.", "Él ve al hombre.")  # personal "a"
     assert clause(YOU, VERB["write"], np("letter", det="a"), question=True, time=("today", "hoy")) == (
-        "Do you write a letter today?", "¿Escribes tú una carta hoy?")
+        "Do you write a letter today?",
+        "¿Escribes tú una carta hoy?",
+    )
     assert clause(np("cat", True), VERB["sleep"], pp=("next to", np("river")), freq=("always", "siempre")) == (
-        "The cats always sleep next to the river.", "Los gatos siempre duermen al lado del río.")
+        "The cats always sleep next to the river.",
+        "Los gatos siempre duermen al lado del río.",
+    )
 
 
 def test_copula_there_and_wh():
     assert copula(np("house", True), ADJ["big"]) == ("The houses are big.", "Las casas son grandes.")
     assert copula(SHE, ADJ["tired"], neg=True) == ("She is not tired.", "Ella no está cansada.")
     assert copula(np("soup"), ADJ["hot"], very=True, question=True) == (
-        "Is the soup very hot?", "¿Está la sopa muy caliente?")
+        "Is the soup very hot?",
+        "¿Está la sopa muy caliente?",
+    )
     assert there_is(np("cat", True, "two"), ("under", np("table"))) == (
-        "There are two cats under the table.", "Hay dos gatos debajo de la mesa.")
+        "There are two cats under the table.",
+        "Hay dos gatos debajo de la mesa.",
+    )
     assert wh_question(np("woman"), VERB["work"]) == ("Where does the woman work?", "¿Dónde trabaja la mujer?")
     assert wh_question(YOU, VERB["eat"]) == ("What do you eat?", "¿Qué comes tú?")
     assert wh_question(np("dog")) == ("Where is the dog?", "¿Dónde está el perro?")

@@ -13,8 +13,16 @@ from torchlingo.checkpoint import save_checkpoint
 from torchlingo.config import Config
 from torchlingo.data_processing.batching import pad_batch
 from torchlingo.data_processing.vocab import Vocab
-from torchlingo.decoding import (Translator, beam_search, decoding_settings, gnmt_penalty, greedy_decode, max_lengths,
-                                 reference_beam, reference_greedy)
+from torchlingo.decoding import (
+    Translator,
+    beam_search,
+    decoding_settings,
+    gnmt_penalty,
+    greedy_decode,
+    max_lengths,
+    reference_beam,
+    reference_greedy,
+)
 from torchlingo.errors import CheckpointError, DataError
 from torchlingo.evaluation import score_corpus
 from torchlingo.models import SimpleTransformer
@@ -28,8 +36,9 @@ def random_model(seed: int, src_vocab: int = 30, tgt_vocab: int = 25) -> SimpleT
     early, some run into the length limit), so every code path is exercised.
     """
     torch.manual_seed(seed)
-    config = Config(d_model=32, n_heads=4, num_encoder_layers=2, num_decoder_layers=2, d_ff=64, dropout=0.0,
-                    tie_embeddings=False)
+    config = Config(
+        d_model=32, n_heads=4, num_encoder_layers=2, num_decoder_layers=2, d_ff=64, dropout=0.0, tie_embeddings=False
+    )
     model = SimpleTransformer(src_vocab, tgt_vocab, config).double().eval()
     with torch.no_grad():
         model.output_proj.weight.mul_(3.0)
@@ -95,7 +104,7 @@ def test_batch_equals_one_by_one():
     greedy = greedy_decode(model, src, 1.5, 5)
     beam = beam_search(model, src, 3, 0.6, 1.5, 5, n_best=2)
     for i in range(12):
-        row = src[i: i + 1, : int((src[i] != 0).sum())]
+        row = src[i : i + 1, : int((src[i] != 0).sum())]
         assert greedy_decode(model, row, 1.5, 5) == [greedy[i]]
         single = beam_search(model, row, 3, 0.6, 1.5, 5, n_best=2)[0]
         assert [ids for ids, _ in single] == [ids for ids, _ in beam[i]]
@@ -123,9 +132,19 @@ def toy_translator(beam_size=3, **kwargs):
     texts = ["the cat sees a dog", "a big red house", "the small dog runs", "a cat", "the dog likes the big cat"]
     src_vocab, tgt_vocab = Vocab.build(texts), Vocab.build(["el gato ve un perro", "una casa grande roja"])
     torch.manual_seed(3)
-    model = SimpleTransformer(len(src_vocab), len(tgt_vocab), Config(d_model=32, n_heads=4, num_encoder_layers=1,
-                                                                     num_decoder_layers=1, d_ff=64, dropout=0.0,
-                                                                     tie_embeddings=False))
+    model = SimpleTransformer(
+        len(src_vocab),
+        len(tgt_vocab),
+        Config(
+            d_model=32,
+            n_heads=4,
+            num_encoder_layers=1,
+            num_decoder_layers=1,
+            d_ff=64,
+            dropout=0.0,
+            tie_embeddings=False,
+        ),
+    )
     return Translator(model, src_vocab, tgt_vocab, beam_size=beam_size, max_len_b=4, **kwargs), texts
 
 
@@ -148,16 +167,29 @@ def test_translator_nbest_and_from_checkpoint(tmp_path):
     nbest = translator.translate_nbest(texts[:2])
     assert all(len(n) == 3 and [s for _, s in n] == sorted((s for _, s in n), reverse=True) for n in nbest)
     model = translator.model
-    path = save_checkpoint({"model": model.state_dict(), "model_args": model.args,
-                            "src_vocab": translator.src_vocab.to_state(), "tgt_vocab": translator.tgt_vocab.to_state(),
-                            "config": {"beam_size": 2, "max_len_b": 4}}, tmp_path / "best.pt")
+    path = save_checkpoint(
+        {
+            "model": model.state_dict(),
+            "model_args": model.args,
+            "src_vocab": translator.src_vocab.to_state(),
+            "tgt_vocab": translator.tgt_vocab.to_state(),
+            "config": {"beam_size": 2, "max_len_b": 4},
+        },
+        tmp_path / "best.pt",
+    )
     loaded = Translator.from_checkpoint(path, beam_size=3)
     assert loaded.beam_size == 3 and loaded.max_len_b == 4 and loaded.max_tokens == 4000
     assert loaded.translate(texts) == translator.translate(texts)
     assert Translator.from_checkpoint(path).beam_size == 2
     assert decoding_settings(Config(beam_size=4, decode_max_tokens=99, decode_parallel_batches=2)) == {
-        "beam_size": 4, "length_penalty": 0.6, "max_len_a": 1.5, "max_len_b": 10, "max_tokens": 99, "amp": "auto",
-        "parallel_batches": 2}
+        "beam_size": 4,
+        "length_penalty": 0.6,
+        "max_len_a": 1.5,
+        "max_len_b": 10,
+        "max_tokens": 99,
+        "amp": "auto",
+        "parallel_batches": 2,
+    }
     save_checkpoint({"model": model.state_dict(), "model_args": model.args}, tmp_path / "novocab.pt")
     with pytest.raises(CheckpointError, match="no vocabularies"):
         Translator.from_checkpoint(tmp_path / "novocab.pt")
@@ -188,7 +220,7 @@ def test_kv_cache_grows_past_its_capacity_and_selects_rows():
     from torchlingo.models.transformer import KVCache
 
     cache, steps = KVCache(num_layers=2, capacity=2), []
-    for t in range(5):
+    for _ in range(5):
         k, v = torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4)
         steps.append((k, v))
         all_k, all_v = cache.append(0, k, v)
@@ -245,8 +277,10 @@ def test_packed_linears_equal_the_linear_layers_bitwise():
         assert torch.equal(packed.state_dict()[name], value), name
     with torch.inference_mode():
         for rows in (1, 7, 64, 300):  # the layout is tuned for 64 rows; other row counts must give the same values
-            for plain, fast in [(model.output_proj, packed.output_proj),
-                                (model.decoder_layers[0].ff.fc2, packed.decoder_layers[0].ff.fc2)]:
+            for plain, fast in [
+                (model.output_proj, packed.output_proj),
+                (model.decoder_layers[0].ff.fc2, packed.decoder_layers[0].ff.fc2),
+            ]:
                 x = torch.randn(rows, 3, plain.in_features).to(torch.bfloat16)
                 assert torch.equal(fast(x), plain(x))
 
@@ -257,8 +291,16 @@ def test_translator_decodes_with_a_packed_copy_and_leaves_the_model_alone():
     greedy = greedy_decode(model, src, 1.5, 5, return_scores=True)
     beam = beam_search(model, src, 3, 0.6, 1.5, 5, n_best=2)
     for size, expected in ((1, [[hyp] for hyp in greedy]), (3, beam)):
-        translator = Translator(model, None, None, beam_size=size, length_penalty=0.0 if size == 1 else 0.6,
-                                max_len_b=5, amp="bf16", n_best=2)
+        translator = Translator(
+            model,
+            None,
+            None,
+            beam_size=size,
+            length_penalty=0.0 if size == 1 else 0.6,
+            max_len_b=5,
+            amp="bf16",
+            n_best=2,
+        )
         assert any(isinstance(m, PackedLinear) for m in translator.model.modules())
         assert not any(isinstance(m, PackedLinear) for m in model.modules())
         out = translator.decode_ids([row[(row != 0)][1:-1].tolist() for row in src])  # pad_batch adds <s> </s> again
@@ -272,13 +314,15 @@ def test_parallel_batches_decode_the_same_and_restore_torch_threads(monkeypatch,
     output; afterwards torch has its thread count back."""
     model = random_model(8)  # float64 with amp none: the same tokens, scores equal up to summation order
     src_ids = [random_batch(seed, 1, max_len=seed % 7 + 2)[0, 1:-1].tolist() for seed in range(23)]
-    serial = Translator(model, None, None, beam_size=beam, max_len_b=5, amp="none", max_tokens=30,
-                        parallel_batches=1).decode_ids(src_ids)
+    serial = Translator(
+        model, None, None, beam_size=beam, max_len_b=5, amp="none", max_tokens=30, parallel_batches=1
+    ).decode_ids(src_ids)
     threads, seen = torch.get_num_threads(), []
     torch.set_num_threads(4)
     try:
-        translator = Translator(model, None, None, beam_size=beam, max_len_b=5, amp="none", max_tokens=30,
-                                parallel_batches=2)
+        translator = Translator(
+            model, None, None, beam_size=beam, max_len_b=5, amp="none", max_tokens=30, parallel_batches=2
+        )
         decode_batch = translator._decode_batch
 
         def recording(src):
@@ -300,8 +344,9 @@ def test_parallel_batches_decode_the_same_and_restore_torch_threads(monkeypatch,
 
 
 def test_an_error_in_a_parallel_batch_reaches_the_caller(monkeypatch):
-    translator = Translator(random_model(9), None, None, beam_size=1, max_len_b=5, amp="none", max_tokens=20,
-                            parallel_batches=2)
+    translator = Translator(
+        random_model(9), None, None, beam_size=1, max_len_b=5, amp="none", max_tokens=20, parallel_batches=2
+    )
 
     def failing(src):
         raise RuntimeError(f"batch of {src.size(0)} failed")

@@ -38,7 +38,7 @@ def naive_attention(attn, x, memory=None, key_pad=None, causal=False):
         k, v = F.linear(memory, attn.kv_proj.weight, attn.kv_proj.bias).split(d, dim=-1)
     else:
         w, b = attn.qkv_proj.weight, attn.qkv_proj.bias
-        q, k, v = (F.linear(x, w[i * d:(i + 1) * d], b[i * d:(i + 1) * d]) for i in range(3))
+        q, k, v = (F.linear(x, w[i * d : (i + 1) * d], b[i * d : (i + 1) * d]) for i in range(3))
     split = lambda t: t.view(t.size(0), t.size(1), h, d // h).transpose(1, 2)  # noqa: E731
     q, k, v = split(q), split(k), split(v)
     scores = q @ k.transpose(-1, -2) / math.sqrt(d // h)
@@ -148,9 +148,10 @@ def test_dropout_keeps_each_value_with_probability_one_minus_p_and_rescales(p, d
 
 
 def test_activation_dropout_is_its_own_setting_and_off_by_default():
-    """dropout covers embeddings and block outputs; activation_dropout the feed-forward hidden layer (fairseq's split)."""
-    config = Config(d_model=32, n_heads=4, num_encoder_layers=2, num_decoder_layers=2, d_ff=64, dropout=0.2,
-                    activation_dropout=0.3)
+    """dropout covers embeddings and block outputs; activation_dropout the feed-forward hidden layer (as fairseq)."""
+    config = Config(
+        d_model=32, n_heads=4, num_encoder_layers=2, num_decoder_layers=2, d_ff=64, dropout=0.2, activation_dropout=0.3
+    )
     model = SimpleTransformer(V, V, config)
     layers = [*model.encoder_layers, *model.decoder_layers]
     assert {layer.ff.dropout.p for layer in layers} == {0.3}

@@ -21,11 +21,21 @@ DRIVER = Path(__file__).with_name("_train_driver.py")
 
 
 def tiny(tmp_path, **changes) -> Config:
-    return Config(tokenizer="word", d_model=16, n_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=32,
-                  batch_size=16, num_epochs=2, amp="none", use_tensorboard=False, progress_bar=False,
-                  tensorboard_dir=str(tmp_path / "runs"), **changes)
-
-
+    return Config(
+        tokenizer="word",
+        d_model=16,
+        n_heads=2,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        d_ff=32,
+        batch_size=16,
+        num_epochs=2,
+        amp="none",
+        use_tensorboard=False,
+        progress_bar=False,
+        tensorboard_dir=str(tmp_path / "runs"),
+        **changes,
+    )
 
 
 def poison(monkeypatch, batches: set[int], value: float = math.nan) -> None:
@@ -58,9 +68,11 @@ def test_non_finite_loss_skips_the_update(toy_data, monkeypatch, torchlingo_logs
     result = T.train_model(model, train, val, config)
     assert result.steps == 12
     skipped = [r.getMessage() for r in torchlingo_logs.records if "update skipped" in r.getMessage()]
-    assert skipped == ["step 3: NaN or infinite loss, update skipped (1 in a row, stopping at 3)",
-                       "step 4: NaN or infinite loss, update skipped (2 in a row, stopping at 3)",
-                       "step 9: NaN or infinite loss, update skipped (1 in a row, stopping at 3)"]
+    assert skipped == [
+        "step 3: NaN or infinite loss, update skipped (1 in a row, stopping at 3)",
+        "step 4: NaN or infinite loss, update skipped (2 in a row, stopping at 3)",
+        "step 9: NaN or infinite loss, update skipped (1 in a row, stopping at 3)",
+    ]
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert all(math.isfinite(x) for x in result.train_losses + result.val_losses)  # bad batches not averaged in
     state = load_checkpoint(result.last_checkpoint)
@@ -88,8 +100,13 @@ def test_signal_saves_last_and_exits_cleanly(toy_data, sig, code):
     """The driver stops 3 s inside batch 5 (it prints READY); the signal lands there, step 5 finishes, last.pt is
     saved at step 5 and the run ends with TrainingInterrupted (exit 128 + signal), no traceback."""
     env = {**os.environ, "PYTHONPATH": str(DRIVER.parent.parent), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(DRIVER), str(toy_data / "p"), str(toy_data / "data"), "sleep:5"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(DRIVER), str(toy_data / "p"), str(toy_data / "data"), "sleep:5"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "READY"
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)

@@ -4,20 +4,36 @@ import math
 
 import pytest
 import torch
-
 from toy_tasks import ToyTask, greedy_accuracy, loaders
+
 from torchlingo.config import Config
 from torchlingo.decoding import Translator
 from torchlingo.models import SimpleTransformer
 from torchlingo.training import train_model
 
-TINY = dict(n_heads=4, dropout=0.0, label_smoothing=0.0, warmup_steps=30, use_tensorboard=False,
-            save_checkpoints=False, progress_bar=False, seed=0)
+TINY = dict(
+    n_heads=4,
+    dropout=0.0,
+    label_smoothing=0.0,
+    warmup_steps=30,
+    use_tensorboard=False,
+    save_checkpoints=False,
+    progress_bar=False,
+    seed=0,
+)
 
 
 def test_learns_to_reverse_in_fp32():
-    config = Config(d_model=64, num_encoder_layers=2, num_decoder_layers=2, d_ff=128, learning_rate=3e-3,
-                    num_epochs=8, amp="none", **TINY)
+    config = Config(
+        d_model=64,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        d_ff=128,
+        learning_rate=3e-3,
+        num_epochs=8,
+        amp="none",
+        **TINY,
+    )
     train, val = loaders("reverse", n_train=2000)
     model = SimpleTransformer(16, 16, config)
     result = train_model(model, train, val, config)
@@ -28,8 +44,17 @@ def test_learns_to_reverse_in_fp32():
 
 def test_learns_to_copy_under_bf16_autocast_on_cpu():
     """bf16 runs on every CPU; where it is emulated (no AVX512-BF16/AMX) it is slow, hence the small model."""
-    config = Config(d_model=64, num_encoder_layers=1, num_decoder_layers=1, d_ff=128, learning_rate=5e-3,
-                    num_epochs=8, amp="bf16", device="cpu", **TINY)
+    config = Config(
+        d_model=64,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        d_ff=128,
+        learning_rate=5e-3,
+        num_epochs=8,
+        amp="bf16",
+        device="cpu",
+        **TINY,
+    )
     train, val = loaders("copy", n_train=1600)
     model = SimpleTransformer(16, 16, config)
     seen = []
@@ -54,8 +79,17 @@ def test_learns_to_copy_under_bf16_autocast_on_cpu():
 def test_learns_to_reverse_on_cuda(amp):
     if amp == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("GPU without bf16")
-    config = Config(d_model=64, num_encoder_layers=2, num_decoder_layers=2, d_ff=128, learning_rate=3e-3,
-                    num_epochs=8, amp=amp, device="cuda", **TINY)
+    config = Config(
+        d_model=64,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        d_ff=128,
+        learning_rate=3e-3,
+        num_epochs=8,
+        amp=amp,
+        device="cuda",
+        **TINY,
+    )
     train, val = loaders("reverse", n_train=2000)
     model = SimpleTransformer(16, 16, config)
     train_model(model, train, val, config)
@@ -64,8 +98,17 @@ def test_learns_to_reverse_on_cuda(amp):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fp16_grad_scaler_state_is_checkpointed(tmp_path):
-    config = Config(d_model=32, num_encoder_layers=1, num_decoder_layers=1, d_ff=64, num_epochs=1, amp="fp16",
-                    device="cuda", tensorboard_dir=str(tmp_path), **{**TINY, "save_checkpoints": True})
+    config = Config(
+        d_model=32,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        d_ff=64,
+        num_epochs=1,
+        amp="fp16",
+        device="cuda",
+        tensorboard_dir=str(tmp_path),
+        **{**TINY, "save_checkpoints": True},
+    )
     train, val = loaders("copy", n_train=128)
     result = train_model(SimpleTransformer(16, 16, config), train, val, config)
     state = torch.load(result.last_checkpoint, weights_only=True)
@@ -87,8 +130,17 @@ def test_compile_true_trains_through_the_compiled_model(monkeypatch):
     monkeypatch.setattr(torch, "compile", eager_compile)
     torch._dynamo.reset()
     counters.clear()
-    config = Config(d_model=32, num_encoder_layers=1, num_decoder_layers=1, d_ff=64, learning_rate=3e-3,
-                    num_epochs=1, amp="none", compile=True, **TINY)
+    config = Config(
+        d_model=32,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        d_ff=64,
+        learning_rate=3e-3,
+        num_epochs=1,
+        amp="none",
+        compile=True,
+        **TINY,
+    )
     train, val = loaders("copy", n_train=200)
     model = SimpleTransformer(16, 16, config)
     result = train_model(model, train, val, config)

@@ -46,7 +46,9 @@ def test_loss_matches_torch_cross_entropy_with_ignore_index():
     tgt = pad_batch([torch.tensor([9]), torch.tensor([10, 11, 4])])
     loss, _ = sequence_loss(model, src, tgt, 0, 0.1)
     logits = model(src, tgt[:, :-1])
-    reference = torch.nn.CrossEntropyLoss(ignore_index=0, label_smoothing=0.1)(logits.reshape(-1, V), tgt[:, 1:].reshape(-1))
+    reference = torch.nn.CrossEntropyLoss(ignore_index=0, label_smoothing=0.1)(
+        logits.reshape(-1, V), tgt[:, 1:].reshape(-1)
+    )
     assert loss.item() == pytest.approx(reference.item(), rel=1e-12)
 
 
@@ -109,8 +111,9 @@ def test_bf16_loss_matches_autocast_cross_entropy_over_full_logits():
         return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
     fused, fused_grads = loss_and_grads(lambda: sequence_loss(model, src, tgt, 0, 0.1)[0])
-    plain, plain_grads = loss_and_grads(lambda: criterion(
-        model(src, tgt[:, :-1]).float().flatten(0, 1), tgt[:, 1:].flatten()))
+    plain, plain_grads = loss_and_grads(
+        lambda: criterion(model(src, tgt[:, :-1]).float().flatten(0, 1), tgt[:, 1:].flatten())
+    )
     assert (tgt[:, 1:] != 0).sum() > 256 and fused.dtype == torch.float32
     torch.testing.assert_close(fused, plain, rtol=1e-3, atol=0)
     for a, b in zip(fused_grads, plain_grads):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import write_toy_tsv
 
 DRIVER = Path(__file__).with_name("_train_driver.py")
@@ -20,8 +19,13 @@ ROOT = DRIVER.parent.parent
 
 def run_driver(parent: Path, data: Path, fault: str = "none", *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(DRIVER), str(parent), str(data), fault, *extra],
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(DRIVER), str(parent), str(data), fault, *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +36,11 @@ def reference(tmp_path_factory):
     write_toy_tsv(root / "data" / "val.tsv", 24, seed=1)
     proc = run_driver(root / "reference", root / "data")
     assert proc.returncode == 0, proc.stderr
-    return root, torch.load(root / "reference" / "run" / "final.pt"), root / "reference" / "run" / "checkpoints" / "last.pt"
+    return (
+        root,
+        torch.load(root / "reference" / "run" / "final.pt"),
+        root / "reference" / "run" / "checkpoints" / "last.pt",
+    )
 
 
 def assert_same_run(final: dict, ref: dict) -> None:
@@ -46,8 +54,8 @@ def assert_same_run(final: dict, ref: dict) -> None:
 # (fault, the step of the checkpoint the resume must start from); the CLI test below covers mid-epoch and
 # mid-write kills, this one the Python API (a kill mid-epoch, and one inside a validation).
 KILLS = [
-    ("batch:8", 6),   # mid-epoch 1: steps 1-7 ran, last.pt holds step 6
-    ("val:5", 18),    # inside the validation at step 20, in epoch 2
+    ("batch:8", 6),  # mid-epoch 1: steps 1-7 ran, last.pt holds step 6
+    ("val:5", 18),  # inside the validation at step 20, in epoch 2
 ]
 
 
@@ -84,8 +92,13 @@ def test_sigterm_then_resume_is_bitwise_identical(reference):
     root, ref, _ = reference
     parent = root / "sigterm"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(DRIVER), str(parent), str(root / "data"), "sleep:5"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(DRIVER), str(parent), str(root / "data"), "sleep:5"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "READY"
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=120)
@@ -155,14 +168,29 @@ def test_resume_from_best_pt_when_last_is_damaged(toy_data, monkeypatch):
     torch.set_num_threads(1)
 
     def run(name, **kwargs):
-        config = Config(tokenizer="word", d_model=16, n_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=32,
-                        batch_size=16, num_epochs=2, amp="none", use_tensorboard=False, progress_bar=False,
-                        tensorboard_dir=str(toy_data / "runs"), experiment_name=name, max_bad_steps=1)
+        config = Config(
+            tokenizer="word",
+            d_model=16,
+            n_heads=2,
+            num_encoder_layers=1,
+            num_decoder_layers=1,
+            d_ff=32,
+            batch_size=16,
+            num_epochs=2,
+            amp="none",
+            use_tensorboard=False,
+            progress_bar=False,
+            tensorboard_dir=str(toy_data / "runs"),
+            experiment_name=name,
+            max_bad_steps=1,
+        )
         train = NMTDataset(toy_data / "data" / "train.tsv", config=config)
         val = NMTDataset(toy_data / "data" / "val.tsv", train.src_vocab, train.tgt_vocab, config=config)
         torch.manual_seed(0)
         model = SimpleTransformer(len(train.src_vocab), len(train.tgt_vocab), config=config)
-        result = T.train_model(model, make_loader(train, config, True), make_loader(val, config, False), config, **kwargs)
+        result = T.train_model(
+            model, make_loader(train, config, True), make_loader(val, config, False), config, **kwargs
+        )
         return model, result
 
     ref_model, ref = run("reference")

@@ -98,9 +98,20 @@ def test_train_model_logs_the_schedule_it_uses(tmp_path):
     from torchlingo.models import SimpleTransformer
     from torchlingo.training import train_model
 
-    config = Config(d_model=16, n_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=32, learning_rate=LR,
-                    warmup_steps=5, num_epochs=2, log_interval=1, tensorboard_dir=str(tmp_path), save_checkpoints=False,
-                    accumulation_steps=2)
+    config = Config(
+        d_model=16,
+        n_heads=2,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        d_ff=32,
+        learning_rate=LR,
+        warmup_steps=5,
+        num_epochs=2,
+        log_interval=1,
+        tensorboard_dir=str(tmp_path),
+        save_checkpoints=False,
+        accumulation_steps=2,
+    )
     train, val = loaders("copy", n_train=320, batch_size=32)  # 10 batches = 5 optimizer steps per epoch
     result = train_model(SimpleTransformer(16, 16, config), train, None, config)
     assert result.steps == 10

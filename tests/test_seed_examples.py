@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
-
 from conftest import write_toy_tsv
+from torch.utils.data import DataLoader
 
 EXAMPLES = Path(__file__).parent / "seed_examples"
 SEED_DOC = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "004_5152bed5db27d343.txt"
@@ -20,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_example(name: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, str(EXAMPLES / name)], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def event_tags(run_dir: Path) -> set[str]:
@@ -89,7 +89,12 @@ def test_tensorboard_fragment_logs_exactly_the_documented_tags(documented_contex
     result = namespace["result"]
     assert result.steps == 10 * 3  # default num_epochs=10, 48 pairs in batches of 16
     assert event_tags(tmp_path / "runs" / "my_experiment") == {
-        "train/loss", "train/epoch_loss", "train/learning_rate", "val/loss", "val/epoch_loss"}
+        "train/loss",
+        "train/epoch_loss",
+        "train/learning_rate",
+        "val/loss",
+        "val/epoch_loss",
+    }
 
 
 def test_scheduler_fragment_trains_with_plateau(documented_context):

@@ -27,8 +27,13 @@ class ToyTask(Dataset):
 
 
 def loaders(task: str, n_train: int = 2000, batch_size: int = 64):
-    train = DataLoader(ToyTask(n_train, task, seed=0), batch_size=batch_size, shuffle=True, collate_fn=collate_fn,
-                       generator=torch.Generator().manual_seed(0))
+    train = DataLoader(
+        ToyTask(n_train, task, seed=0),
+        batch_size=batch_size,
+        shuffle=True,
+        collate_fn=collate_fn,
+        generator=torch.Generator().manual_seed(0),
+    )
     val = DataLoader(ToyTask(200, task, seed=1), batch_size=100, collate_fn=collate_fn)
     return train, val
 

@@ -60,7 +60,9 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, keep_previous: bool
         except OSError:
             pass
         if isinstance(e, OSError):
-            raise CheckpointError(f"{path}: cannot write checkpoint ({e.strerror or e}); the previous file is intact") from None
+            raise CheckpointError(
+                f"{path}: cannot write checkpoint ({e.strerror or e}); the previous file is intact"
+            ) from None
         raise
     return path
 
@@ -109,8 +111,10 @@ def check_writable(directory: str | Path) -> Path:
             os.close(fd)
             os.unlink(probe)
     except OSError as e:
-        raise CheckpointError(f"{directory}: cannot write checkpoints there ({e.strerror or e}); "
-                              "set tensorboard_dir / experiment_name to a writable place") from None
+        raise CheckpointError(
+            f"{directory}: cannot write checkpoints there ({e.strerror or e}); "
+            "set tensorboard_dir / experiment_name to a writable place"
+        ) from None
     for stale in directory.glob(".*.tmp"):  # left by a run killed mid-write; never a checkpoint
         stale.unlink(missing_ok=True)
     return directory
@@ -141,8 +145,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except pickle.UnpicklingError as e:
         reason = _unpickler_reason(str(e))
         if any(word in reason for word in ("GLOBAL", "global", "class", "reduce", "BUILD")):
-            raise CheckpointError(f"{path}: refused, the file holds pickled objects that could run code "
-                                  f"(only tensors and plain values are loaded; {reason})") from None
+            raise CheckpointError(
+                f"{path}: refused, the file holds pickled objects that could run code "
+                f"(only tensors and plain values are loaded; {reason})"
+            ) from None
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint, or not a checkpoint ({reason})") from None
     except Exception as e:  # RuntimeError, EOFError, struct.error, ...: whatever a damaged file makes torch raise
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_first_line(e)})") from None
@@ -198,7 +204,9 @@ def _check_crc(path: Path) -> None:
 def _unpickler_reason(message: str) -> str:
     """The one informative line of torch's long weights-only error ("Unsupported operand 110", "... GLOBAL ...")."""
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
-    useful = [ln for ln in lines if ln.startswith(("Trying", "Unsupported", "Could not", "Unpickler")) or "GLOBAL" in ln]
+    useful = [
+        ln for ln in lines if ln.startswith(("Trying", "Unsupported", "Could not", "Unpickler")) or "GLOBAL" in ln
+    ]
     return (useful or lines or ["unreadable pickle"])[0][:200]
 
 
@@ -236,5 +244,7 @@ def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
         try:
             avg[key] = sum(s["model"][key].double() for s in states).div(len(states)).to(value.dtype)
         except KeyError:
-            raise CheckpointError(f"average_checkpoints: {key} missing from one of {', '.join(map(str, paths))}") from None
+            raise CheckpointError(
+                f"average_checkpoints: {key} missing from one of {', '.join(map(str, paths))}"
+            ) from None
     return {**states[0], "model": avg}

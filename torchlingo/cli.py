@@ -33,9 +33,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = Config.from_yaml(args.config, args.set)
     metrics = run_experiment(config, resume=args.resume, overwrite=args.overwrite)
     print(f"run directory: {config.run_dir}")
-    print(f"steps: {metrics['steps']}  best step: {metrics['best_step']}  best validation loss: "
-          f"{_fmt(metrics['best_val_loss'])}  training: {metrics['train_time_s']:.0f} s, "
-          f"{metrics['tokens_per_second']:,.0f} target tokens/s")
+    print(
+        f"steps: {metrics['steps']}  best step: {metrics['best_step']}  best validation loss: "
+        f"{_fmt(metrics['best_val_loss'])}  training: {metrics['train_time_s']:.0f} s, "
+        f"{metrics['tokens_per_second']:,.0f} target tokens/s"
+    )
     if "test_bleu" in metrics:
         print(f"test BLEU = {metrics['test_bleu']:.2f}  {metrics.get('test_bleu_signature', '')}".rstrip())
         print(f"test chrF = {metrics['test_chrf']:.2f}  {metrics.get('test_chrf_signature', '')}".rstrip())
@@ -50,9 +52,17 @@ def _fmt(value) -> str:
 def _translator(args: argparse.Namespace):
     from .decoding import Translator
 
-    overrides = {k: v for k, v in (("beam_size", args.beam_size), ("max_tokens", args.max_tokens),
-                                   ("parallel_batches", args.parallel_batches), ("device", args.device),
-                                   ("amp", args.amp)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (
+            ("beam_size", args.beam_size),
+            ("max_tokens", args.max_tokens),
+            ("parallel_batches", args.parallel_batches),
+            ("device", args.device),
+            ("amp", args.amp),
+        )
+        if v is not None
+    }
     return Translator.from_checkpoint(args.checkpoint, **overrides)
 
 
@@ -125,8 +135,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     translator = _translator(args)
     src = read_text_lines(args.src) if src is None else src
     if len(src) != len(refs):
-        raise DataError(f"{args.src or '<stdin>'} has {len(src)} lines but {args.ref} has {len(refs)}; "
-                        "source and reference must be aligned, one sentence a line")
+        raise DataError(
+            f"{args.src or '<stdin>'} has {len(src)} lines but {args.ref} has {len(refs)}; "
+            "source and reference must be aligned, one sentence a line"
+        )
     hyps = translate_lines(translator, src)
     if args.output:
         write_text_lines(args.output, hyps)
@@ -143,8 +155,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_download(args: argparse.Namespace) -> int:
     from .download import DEFAULT_BASE_URL, download_multi30k
 
-    paths = download_multi30k(args.dest, langs=args.langs, splits=args.splits,
-                              base_url=args.base_url or DEFAULT_BASE_URL, overwrite=args.overwrite)
+    paths = download_multi30k(
+        args.dest,
+        langs=args.langs,
+        splits=args.splits,
+        base_url=args.base_url or DEFAULT_BASE_URL,
+        overwrite=args.overwrite,
+    )
     for path in paths:
         print(path)
     return 0
@@ -158,22 +175,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model as a YAML config says, then translate and score its test set")
     p.add_argument("config", help="YAML config (see configs/ and docs/configuration.md)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (value parsed as YAML); repeatable, e.g. --set max_steps=100")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (value parsed as YAML); repeatable, e.g. --set max_steps=100",
+    )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="continue the run in the run directory from checkpoints/last.pt")
+    mode.add_argument(
+        "--resume", action="store_true", help="continue the run in the run directory from checkpoints/last.pt"
+    )
     mode.add_argument("--overwrite", action="store_true", help="delete an earlier run in the run directory first")
     p.set_defaults(func=cmd_train)
 
     def decoding_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--checkpoint", required=True, help="a checkpoint written by training, e.g. runs/base/checkpoints/best.pt")
+        p.add_argument(
+            "--checkpoint", required=True, help="a checkpoint written by training, e.g. runs/base/checkpoints/best.pt"
+        )
         p.add_argument("--beam-size", type=positive_int, help="beam width (1 is greedy); default: the run's beam_size")
         p.add_argument("--max-tokens", type=positive_int, help="source tokens per decoding batch")
-        p.add_argument("--parallel-batches", type=positive_int,
-                       help="CPU: batches decoded at once, each on its share of the threads (default: one per thread, at most 4)")
+        p.add_argument(
+            "--parallel-batches",
+            type=positive_int,
+            help="CPU: batches decoded at once, each on its share of the threads (default: one per thread, at most 4)",
+        )
         p.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto")
-        p.add_argument("--amp", choices=AMP_MODES,
-                       help="decoding precision (none is fp32); default: the run's amp (auto: bf16 where it runs fast)")
+        p.add_argument(
+            "--amp",
+            choices=AMP_MODES,
+            help="decoding precision (none is fp32); default: the run's amp (auto: bf16 where it runs fast)",
+        )
 
     p = sub.add_parser("translate", help="translate one sentence a line (stdin to stdout by default)")
     decoding_options(p)
@@ -194,7 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     m = corpora.add_parser("multi30k", help="Multi30k task 1 raw text (de, en, fr, cs)")
     m.add_argument("--dest", required=True, help="folder for the files, e.g. data/multi30k")
     m.add_argument("--langs", nargs="+", default=["de", "en"], help="languages (default: de en)")
-    m.add_argument("--splits", nargs="+", default=["train", "val", "test_2016_flickr"], help="splits (default: train val test_2016_flickr)")
+    m.add_argument(
+        "--splits",
+        nargs="+",
+        default=["train", "val", "test_2016_flickr"],
+        help="splits (default: train val test_2016_flickr)",
+    )
     m.add_argument("--base-url", help="mirror to download from (also TORCHLINGO_MULTI30K_URL); file:// works")
     m.add_argument("--overwrite", action="store_true", help="download files that already exist again")
     m.set_defaults(func=cmd_download)

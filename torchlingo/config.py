@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -25,8 +25,16 @@ SCHEDULERS = ("cosine", "plateau", "transformer", "noam", "none")
 AMP_MODES = ("auto", "none", "bf16", "fp16")
 
 
-def _opt(group: str, default: Any, doc: str, *, choices: tuple = (), min: float | None = None,
-         above: float | None = None, max: float | None = None) -> Any:
+def _opt(
+    group: str,
+    default: Any,
+    doc: str,
+    *,
+    choices: tuple = (),
+    min: float | None = None,
+    above: float | None = None,
+    max: float | None = None,
+) -> Any:
     """Declare a field: default, YAML group, doc, and the range checked at load time."""
     meta = {"group": group, "doc": doc, "choices": choices, "min": min, "above": above, "max": max}
     if isinstance(default, (list, dict)):
@@ -39,21 +47,41 @@ class Config:
     """All settings of an experiment. Build it in Python (`Config(batch_size=32)`) or from YAML (`Config.from_yaml`)."""
 
     # -- data ---------------------------------------------------------------------------------------------
-    train_file: Optional[str] = _opt("data", None, "Training data: a two-column TSV, or a prefix PATH with PATH.src_lang / PATH.tgt_lang.")
-    val_file: Optional[str] = _opt("data", None, "Validation data, same forms as train_file.")
-    test_file: Optional[str] = _opt("data", None, "Test data translated and scored after training, same forms as train_file.")
-    src_lang: Optional[str] = _opt("data", None, "Source language suffix for parallel text files (train.de).")
-    tgt_lang: Optional[str] = _opt("data", None, "Target language suffix for parallel text files (train.en).")
-    tokenizer: str = _opt("data", "sentencepiece", "Subword model: sentencepiece, or word for whitespace/punctuation words.", choices=("sentencepiece", "word"))
+    train_file: str | None = _opt(
+        "data", None, "Training data: a two-column TSV, or a prefix PATH with PATH.src_lang / PATH.tgt_lang."
+    )
+    val_file: str | None = _opt("data", None, "Validation data, same forms as train_file.")
+    test_file: str | None = _opt(
+        "data", None, "Test data translated and scored after training, same forms as train_file."
+    )
+    src_lang: str | None = _opt("data", None, "Source language suffix for parallel text files (train.de).")
+    tgt_lang: str | None = _opt("data", None, "Target language suffix for parallel text files (train.en).")
+    tokenizer: str = _opt(
+        "data",
+        "sentencepiece",
+        "Subword model: sentencepiece, or word for whitespace/punctuation words.",
+        choices=("sentencepiece", "word"),
+    )
     sp_model_type: str = _opt("data", "unigram", "SentencePiece algorithm.", choices=("unigram", "bpe"))
     vocab_size: int = _opt("data", 8000, "SentencePiece vocabulary size (an upper bound on small corpora).", min=8)
     joint_vocab: bool = _opt("data", True, "One vocabulary shared by source and target (SentencePiece only).")
     min_freq: int = _opt("data", 1, "Word vocabularies keep words seen at least this often.", min=1)
-    max_vocab_size: Optional[int] = _opt("data", None, "Word vocabularies keep at most this many entries (specials included).", min=5)
-    max_len: int = _opt("data", 250, "Training pairs with a side longer than this many tokens are left out (and counted).", min=1)
-    bad_lines: str = _opt("data", "error", "Malformed corpus lines: error stops with file and line, skip drops and reports them.", choices=("error", "skip"))
+    max_vocab_size: int | None = _opt(
+        "data", None, "Word vocabularies keep at most this many entries (specials included).", min=5
+    )
+    max_len: int = _opt(
+        "data", 250, "Training pairs with a side longer than this many tokens are left out (and counted).", min=1
+    )
+    bad_lines: str = _opt(
+        "data",
+        "error",
+        "Malformed corpus lines: error stops with file and line, skip drops and reports them.",
+        choices=("error", "skip"),
+    )
     batch_size: int = _opt("data", 32, "Sentences per batch when max_tokens is 0.", min=1)
-    max_tokens: int = _opt("data", 0, "Token budget per batch (padded size of the longer side); 0 uses batch_size.", min=0)
+    max_tokens: int = _opt(
+        "data", 0, "Token budget per batch (padded size of the longer side); 0 uses batch_size.", min=0
+    )
     num_workers: int = _opt("data", 0, "DataLoader worker processes.", min=0)
 
     # -- model --------------------------------------------------------------------------------------------
@@ -62,9 +90,24 @@ class Config:
     num_encoder_layers: int = _opt("model", 3, "Encoder layers.", min=1)
     num_decoder_layers: int = _opt("model", 3, "Decoder layers.", min=1)
     d_ff: int = _opt("model", 1024, "Hidden width of the feed-forward blocks.", min=1)
-    dropout: float = _opt("model", 0.1, "Dropout on embeddings and on each attention and feed-forward block's output.", min=0.0, max=0.99)
-    activation_dropout: float = _opt("model", 0.0, "Dropout inside the feed-forward blocks, after the ReLU (as fairseq and the original Transformer, off by default: it is 60% of the dropout work).", min=0.0, max=0.99)
-    attention_dropout: float = _opt("model", 0.0, "Dropout on attention weights (as fairseq, off by default: it forces the slow attention kernel).", min=0.0, max=0.99)
+    dropout: float = _opt(
+        "model", 0.1, "Dropout on embeddings and on each attention and feed-forward block's output.", min=0.0, max=0.99
+    )
+    activation_dropout: float = _opt(
+        "model",
+        0.0,
+        "Dropout inside the feed-forward blocks, after the ReLU (off by default, as in fairseq and the original "
+        "Transformer: it is 60% of the dropout work).",
+        min=0.0,
+        max=0.99,
+    )
+    attention_dropout: float = _opt(
+        "model",
+        0.0,
+        "Dropout on attention weights (as fairseq, off by default: it forces the slow attention kernel).",
+        min=0.0,
+        max=0.99,
+    )
     tie_embeddings: bool = _opt("model", True, "Share the target embedding and the output projection.")
     max_positions: int = _opt("model", 1024, "Longest sequence the positional encoding covers.", min=1)
     pad_idx: int = _opt("model", 0, "Padding id; fixed at 0 by every vocabulary (unk 1, bos 2, eos 3).", min=0, max=0)
@@ -79,48 +122,85 @@ class Config:
     grad_clip: float = _opt("training", 1.0, "Clip the gradient norm to this; 0 disables.", min=0.0)
     accumulation_steps: int = _opt("training", 1, "Batches whose gradients are summed per optimizer step.", min=1)
     num_epochs: int = _opt("training", 10, "Passes over the training data (max_steps stops earlier).", min=1)
-    max_steps: Optional[int] = _opt("training", None, "Stop after this many optimizer steps.", min=1)
+    max_steps: int | None = _opt("training", None, "Stop after this many optimizer steps.", min=1)
     scheduler_type: str = _opt("training", "cosine", "Learning-rate schedule.", choices=SCHEDULERS)
     warmup_steps: int = _opt("training", 1000, "Linear warmup steps (cosine, transformer/noam).", min=0)
     min_lr_ratio: float = _opt("training", 0.0, "Cosine decays to learning_rate * min_lr_ratio.", min=0.0, max=1.0)
-    scheduler_patience: int = _opt("training", 3, "Plateau: validations without improvement before the LR is cut.", min=0)
+    scheduler_patience: int = _opt(
+        "training", 3, "Plateau: validations without improvement before the LR is cut.", min=0
+    )
     scheduler_factor: float = _opt("training", 0.5, "Plateau: factor the LR is multiplied by.", above=0.0, max=1.0)
     val_interval: int = _opt("training", 0, "Validate every this many optimizer steps (0: only at epoch ends).", min=0)
-    patience: int = _opt("training", 0, "Early stopping after this many validations without improvement (0: off).", min=0)
-    early_stopping_metric: str = _opt("training", "loss", "What best.pt and early stopping follow.", choices=("loss", "bleu"))
-    checkpoint_interval: int = _opt("training", 0, "Also write last.pt every this many optimizer steps (0: epoch ends).", min=0)
-    max_bad_steps: int = _opt("training", 5, "Stop after this many optimizer steps in a row with a NaN or infinite loss (each is skipped).", min=1)
+    patience: int = _opt(
+        "training", 0, "Early stopping after this many validations without improvement (0: off).", min=0
+    )
+    early_stopping_metric: str = _opt(
+        "training", "loss", "What best.pt and early stopping follow.", choices=("loss", "bleu")
+    )
+    checkpoint_interval: int = _opt(
+        "training", 0, "Also write last.pt every this many optimizer steps (0: epoch ends).", min=0
+    )
+    max_bad_steps: int = _opt(
+        "training",
+        5,
+        "Stop after this many optimizer steps in a row with a NaN or infinite loss (each is skipped).",
+        min=1,
+    )
     save_checkpoints: bool = _opt("training", True, "Write best.pt and last.pt to the run directory.")
     seed: int = _opt("training", 42, "Seed for weights, dropout and batch order.", min=0, max=2**63 - 1)
     device: str = _opt("training", "auto", "auto, cpu, cuda, cuda:N or mps.")
-    amp: str = _opt("training", "auto", "Precision of training (autocast) and decoding: auto (bf16 where the hardware runs it fast), none (fp32), bf16, fp16 (CUDA).", choices=AMP_MODES)
-    num_threads: Optional[int] = _opt("training", None, "CPU threads for torch (None: torch's default).", min=1)
-    compile: bool = _opt("training", False, "torch.compile the encoder-decoder forward of training (the fused loss stays eager).")
+    amp: str = _opt(
+        "training",
+        "auto",
+        "Precision of training (autocast) and decoding: auto (bf16 where the hardware runs it fast), none (fp32), "
+        "bf16, fp16 (CUDA).",
+        choices=AMP_MODES,
+    )
+    num_threads: int | None = _opt("training", None, "CPU threads for torch (None: torch's default).", min=1)
+    compile: bool = _opt(
+        "training", False, "torch.compile the encoder-decoder forward of training (the fused loss stays eager)."
+    )
 
     # -- decoding -----------------------------------------------------------------------------------------
     beam_size: int = _opt("decoding", 5, "Beam width for translation (1 is greedy).", min=1)
     length_penalty: float = _opt("decoding", 0.6, "GNMT length-penalty alpha.", min=0.0)
-    max_len_a: float = _opt("decoding", 1.5, "Hypotheses stop at max_len_a * source length + max_len_b tokens.", min=0.0)
+    max_len_a: float = _opt(
+        "decoding", 1.5, "Hypotheses stop at max_len_a * source length + max_len_b tokens.", min=0.0
+    )
     max_len_b: int = _opt("decoding", 10, "See max_len_a.", min=1)
     eval_bleu: bool = _opt("decoding", False, "Also decode the validation set and log val/bleu and val/chrf.")
     eval_beam_size: int = _opt("decoding", 1, "Beam width used for BLEU during training.", min=1)
     decode_max_tokens: int = _opt("decoding", 4000, "Source-token budget per decoding batch.", min=1)
-    decode_parallel_batches: Optional[int] = _opt("decoding", None, "CPU decoding: batches translated at once, each on its own share of the threads (None: one per thread, at most 4).", min=1)
+    decode_parallel_batches: int | None = _opt(
+        "decoding",
+        None,
+        "CPU decoding: batches translated at once, each on its own share of the threads (None: one per thread, "
+        "at most 4).",
+        min=1,
+    )
 
     # -- logging ------------------------------------------------------------------------------------------
-    experiment_name: str = _opt("logging", "experiment", "Run name; the run directory is tensorboard_dir/experiment_name.")
+    experiment_name: str = _opt(
+        "logging", "experiment", "Run name; the run directory is tensorboard_dir/experiment_name."
+    )
     tensorboard_dir: str = _opt("logging", "runs", "Parent of all run directories.")
     use_tensorboard: bool = _opt("logging", True, "Write TensorBoard event files to the run directory.")
-    log_interval: int = _opt("logging", 100, "Log train/loss and train/learning_rate every this many optimizer steps.", min=1)
+    log_interval: int = _opt(
+        "logging", 100, "Log train/loss and train/learning_rate every this many optimizer steps.", min=1
+    )
     progress_bar: bool = _opt("logging", True, "Show a progress bar when writing to a terminal.")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             setattr(self, f.name, _check(f, getattr(self, f.name)))
         if self.d_model % self.n_heads:
-            raise ConfigError(f"n_heads: {self.n_heads} does not divide d_model {self.d_model}; pick n_heads that divides it")
+            raise ConfigError(
+                f"n_heads: {self.n_heads} does not divide d_model {self.d_model}; pick n_heads that divides it"
+            )
         if (self.d_model // self.n_heads) % 2:
-            raise ConfigError(f"n_heads: d_model / n_heads = {self.d_model // self.n_heads} must be even for sinusoidal positions")
+            raise ConfigError(
+                f"n_heads: d_model / n_heads = {self.d_model // self.n_heads} must be even for sinusoidal positions"
+            )
         if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
             raise ConfigError(f"adam_betas: expected two numbers in [0, 1), got {list(self.adam_betas)}")
         if self.scheduler_type == "noam":
@@ -133,7 +213,7 @@ class Config:
 
     # -- YAML ---------------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, values: dict | None, source: str = "config", overrides: list[str] | None = None) -> "Config":
+    def from_dict(cls, values: dict | None, source: str = "config", overrides: list[str] | None = None) -> Config:
         """Build from a (possibly grouped) mapping plus `KEY=VALUE` overrides; unknown keys get a did-you-mean."""
         flat = _flatten(values or {}, source)
         flat.update(parse_overrides(overrides or []))
@@ -149,7 +229,7 @@ class Config:
             raise ConfigError(f"{source}: {e}") from None
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "Config":
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> Config:
         """Read a YAML file, then apply `KEY=VALUE` overrides (values parsed as YAML)."""
         path = Path(path)
         try:
@@ -163,7 +243,9 @@ class Config:
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f":{mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}{where}: not valid YAML ({_one_line(getattr(e, 'problem', None) or e)})") from None
+            raise ConfigError(
+                f"{path}{where}: not valid YAML ({_one_line(getattr(e, 'problem', None) or e)})"
+            ) from None
         except RecursionError:
             raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
         except (ValueError, TypeError, OverflowError) as e:  # a tag's constructor failed: `!!float abc`, `!!binary x`
@@ -189,7 +271,7 @@ class Config:
             Path(path).write_text(text, encoding="utf-8")
         return text
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         """A validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
@@ -200,7 +282,7 @@ def _one_line(text: Any) -> str:
     return lines[0][:200] if lines else "unknown problem"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hints() -> dict[str, Any]:
     """Config's resolved field types (computed once: get_type_hints re-evaluates every annotation)."""
     return typing.get_type_hints(Config)
@@ -271,46 +353,64 @@ def _check(f: dataclasses.Field, value: Any) -> Any:
     return value
 
 
+def _to_bool(value: Any) -> Any:
+    return value if isinstance(value, bool) else None
+
+
+def _to_int(value: Any) -> Any:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) else None
+
+
+def _to_float(value: Any) -> Any:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _to_str(value: Any) -> Any:
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # e.g. experiment_name: 2024
+    return None
+
+
+def _to_tuple(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return tuple(float(v) for v in value)
+    return None
+
+
+_COERCE = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str, tuple: _to_tuple}
+
+
 def _coerce(name: str, base: type, value: Any) -> Any:
-    wrong = ConfigError(f"{name}: expected {_type_name(base)}, got {value!r} ({type(value).__name__})")
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-        raise wrong
-    if base is int:
-        if isinstance(value, bool):
-            raise wrong
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise wrong
-    if base is float:
-        if isinstance(value, bool):
-            raise wrong
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise wrong from None
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            return float(value)
-        raise wrong
-    if base is str:
-        if isinstance(value, str) and value.strip():
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # e.g. experiment_name: 2024
-        raise wrong
-    if base is tuple:
-        if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            return tuple(float(v) for v in value)
-        raise wrong
-    return value
+    """`value` as the field's type (None from a converter means it does not convert); other types pass as they are."""
+    if base not in _COERCE:
+        return value
+    converted = _COERCE[base](value)
+    if converted is None:
+        raise ConfigError(f"{name}: expected {_type_name(base)}, got {value!r} ({type(value).__name__})")
+    return converted
 
 
 def _type_name(base: type) -> str:
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a non-empty string", tuple: "a list of numbers"}.get(base, base.__name__)
+    return {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a non-empty string",
+        tuple: "a list of numbers",
+    }.get(base, base.__name__)
 
 
 def describe_fields() -> list[tuple[str, str, str, Any, str]]:
@@ -319,5 +419,13 @@ def describe_fields() -> list[tuple[str, str, str, Any, str]]:
     rows = []
     for f in dataclasses.fields(Config):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        rows.append((f.metadata["group"], f.name, getattr(hints[f.name], "__name__", str(hints[f.name])), default, f.metadata["doc"]))
+        rows.append(
+            (
+                f.metadata["group"],
+                f.name,
+                getattr(hints[f.name], "__name__", str(hints[f.name])),
+                default,
+                f.metadata["doc"],
+            )
+        )
     return rows

@@ -18,9 +18,9 @@ import contextlib
 import copy
 import math
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -41,7 +41,7 @@ def max_lengths(src: torch.Tensor, pad_idx: int, a: float, b: int, limit: int) -
 
 
 def _log_probs(logits: torch.Tensor, pad_idx: int) -> torch.Tensor:
-    """Next-token log-probabilities in fp32 at least (fp64 is kept, for exact tests); <pad> and <s> are never produced."""
+    """Next-token log-probabilities in fp32 at least (fp64 is kept, for exact tests); never <pad> or <s>."""
     logits[..., pad_idx] = -math.inf
     logits[..., BOS_IDX] = -math.inf
     return logits.log_softmax(-1, dtype=torch.float64 if logits.dtype == torch.float64 else torch.float32)
@@ -69,8 +69,9 @@ def _position_limit(model) -> int:
 
 
 @torch.inference_mode()
-def greedy_decode(model, src: torch.Tensor, max_len_a: float = 1.5, max_len_b: int = 10,
-                  return_scores: bool = False) -> list[list[int]] | list[tuple[list[int], float]]:
+def greedy_decode(
+    model, src: torch.Tensor, max_len_a: float = 1.5, max_len_b: int = 10, return_scores: bool = False
+) -> list[list[int]] | list[tuple[list[int], float]]:
     """The most probable next token at each step, for every sentence of `src` at once.
 
     Returns token ids per sentence (without <s>/</s>); with `return_scores`, (ids, summed log-probability) pairs.
@@ -98,7 +99,9 @@ def greedy_decode(model, src: torch.Tensor, max_len_a: float = 1.5, max_len_b: i
             break
         if n_done:
             keep = (~done).nonzero().squeeze(1)
-            rows, active_limits, src_mask, best = (x.index_select(0, keep) for x in (rows, active_limits, src_mask, best))
+            rows, active_limits, src_mask, best = (
+                x.index_select(0, keep) for x in (rows, active_limits, src_mask, best)
+            )
             cache.select(keep)
         tokens = best.unsqueeze(1)
     ids = [_strip(row) for row in out.tolist()]
@@ -111,8 +114,15 @@ def _strip(ids: list[int]) -> list[int]:
 
 
 @torch.inference_mode()
-def beam_search(model, src: torch.Tensor, beam_size: int = 5, length_penalty: float = 0.6, max_len_a: float = 1.5,
-                max_len_b: int = 10, n_best: int = 1) -> list[list[Hypothesis]]:
+def beam_search(  # noqa: PLR0915 (split with the decoding modules)
+    model,
+    src: torch.Tensor,
+    beam_size: int = 5,
+    length_penalty: float = 0.6,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    n_best: int = 1,
+) -> list[list[Hypothesis]]:
     """Beam search for every sentence of `src` at once; per sentence its `n_best` hypotheses, best first.
 
     Each step takes the 2K best continuations of a sentence's K beams: those ending in </s> among the first K are
@@ -127,8 +137,9 @@ def beam_search(model, src: torch.Tensor, beam_size: int = 5, length_penalty: fl
     cache = model.new_cache(max(limits) + 1)
     sentences = list(range(n))  # original index of each active sentence
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
-    scores = torch.full((n, k), -math.inf, dtype=torch.float64 if memory.dtype == torch.float64 else torch.float32,
-                        device=device)
+    scores = torch.full(
+        (n, k), -math.inf, dtype=torch.float64 if memory.dtype == torch.float64 else torch.float32, device=device
+    )
     scores[:, 0] = 0.0  # all beams start identical: only the first may expand
     history = torch.empty((n * k, 0), dtype=torch.long, device=device)  # generated tokens of each row
     tokens = torch.full((n * k, 1), BOS_IDX, dtype=torch.long, device=device)
@@ -186,9 +197,15 @@ def beam_search(model, src: torch.Tensor, beam_size: int = 5, length_penalty: fl
 
 
 # Translator keyword -> the config key it comes from.
-_SETTING_KEYS = {"beam_size": "beam_size", "length_penalty": "length_penalty", "max_len_a": "max_len_a",
-                 "max_len_b": "max_len_b", "max_tokens": "decode_max_tokens", "amp": "amp",
-                 "parallel_batches": "decode_parallel_batches"}
+_SETTING_KEYS = {
+    "beam_size": "beam_size",
+    "length_penalty": "length_penalty",
+    "max_len_a": "max_len_a",
+    "max_len_b": "max_len_b",
+    "max_tokens": "decode_max_tokens",
+    "amp": "amp",
+    "parallel_batches": "decode_parallel_batches",
+}
 
 
 def decoding_settings(config) -> dict:
@@ -211,10 +228,23 @@ class Translator:
     are prepacked (`models/packed.py`); the model passed in is left as it is.
     """
 
-    def __init__(self, model, src_vocab, tgt_vocab, beam_size: int = 5, length_penalty: float = 0.6,
-                 max_len_a: float = 1.5, max_len_b: int = 10, max_tokens: int = 4000, device: str = "cpu",
-                 n_best: int = 1, max_sentences: int | None = None, progress: bool = True, amp: str = "auto",
-                 parallel_batches: int | None = None):
+    def __init__(
+        self,
+        model,
+        src_vocab,
+        tgt_vocab,
+        beam_size: int = 5,
+        length_penalty: float = 0.6,
+        max_len_a: float = 1.5,
+        max_len_b: int = 10,
+        max_tokens: int = 4000,
+        device: str = "cpu",
+        n_best: int = 1,
+        max_sentences: int | None = None,
+        progress: bool = True,
+        amp: str = "auto",
+        parallel_batches: int | None = None,
+    ):
         from .models.packed import can_pack, pack_linears_
         from .runtime import keep_freed_memory, resolve_amp_dtype, resolve_device
 
@@ -240,7 +270,7 @@ class Translator:
         self.max_tokens, self.max_sentences, self.progress = max_tokens, max_sentences, progress
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, **overrides) -> "Translator":
+    def from_checkpoint(cls, path: str | Path, **overrides) -> Translator:
         """Model and vocabularies from a training checkpoint; decoding settings from its config unless overridden."""
         from .checkpoint import load_model
         from .errors import CheckpointError
@@ -271,8 +301,11 @@ class Translator:
         for i in order:
             group = groups[-1] if groups else None
             width = (lengths[group[0]] + 2) if group else 0
-            full = not group or (len(group) + 1) * width > self.max_tokens or \
-                (self.max_sentences is not None and len(group) >= self.max_sentences)
+            full = (
+                not group
+                or (len(group) + 1) * width > self.max_tokens
+                or (self.max_sentences is not None and len(group) >= self.max_sentences)
+            )
             if full:
                 groups.append([i])
             else:
@@ -335,12 +368,14 @@ class Translator:
         if self.beam_size == 1:
             out = greedy_decode(self.model, src, self.max_len_a, self.max_len_b, return_scores=True)
             return [[(ids, lp / gnmt_penalty(len(ids) + 1, self.length_penalty))] for ids, lp in out]
-        return beam_search(self.model, src, self.beam_size, self.length_penalty, self.max_len_a, self.max_len_b,
-                           self.n_best)
+        return beam_search(
+            self.model, src, self.beam_size, self.length_penalty, self.max_len_a, self.max_len_b, self.n_best
+        )
 
 
 # Reference decoders: one sentence at a time, the whole prefix recomputed every step (no cache, no batching).
 # They define what the fast paths above must return, and are the naive baseline of benchmarks/decode_speed.py.
+
 
 def _one_sentence(model, src: torch.Tensor) -> torch.Tensor:
     src = src.view(-1)
@@ -363,8 +398,15 @@ def reference_greedy(model, src: torch.Tensor, max_len_a: float = 1.5, max_len_b
 
 
 @torch.inference_mode()
-def reference_beam(model, src: torch.Tensor, beam_size: int = 5, length_penalty: float = 0.6, max_len_a: float = 1.5,
-                   max_len_b: int = 10, n_best: int = 1) -> list[Hypothesis]:
+def reference_beam(
+    model,
+    src: torch.Tensor,
+    beam_size: int = 5,
+    length_penalty: float = 0.6,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    n_best: int = 1,
+) -> list[Hypothesis]:
     """Beam search for one sentence by full recomputation, written as plain loops over the candidates."""
     src = _one_sentence(model, src)
     limit = max_lengths(src, model.pad_idx, max_len_a, max_len_b, _position_limit(model))[0]
@@ -374,7 +416,7 @@ def reference_beam(model, src: torch.Tensor, beam_size: int = 5, length_penalty:
         prefix = torch.tensor([[BOS_IDX] + ids for _, ids in beams], device=src.device)
         logp = _log_probs(model(src.expand(len(beams), -1), prefix)[:, -1], model.pad_idx)
         if t >= limit:
-            logp[:, :EOS_IDX], logp[:, EOS_IDX + 1:] = -math.inf, -math.inf
+            logp[:, :EOS_IDX], logp[:, EOS_IDX + 1 :] = -math.inf, -math.inf
         vocab = logp.size(-1)
         flat = torch.tensor([score for score, _ in beams], dtype=logp.dtype, device=src.device)[:, None] + logp
         flat = torch.cat([flat, flat.new_full((beam_size - len(beams), vocab), -math.inf)]).view(-1)

@@ -15,8 +15,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from torchlingo.errors import TorchlingoError
 
@@ -107,8 +107,7 @@ def check_parallel(paths: Iterable[Path]) -> None:
     if len(set(counts.values())) > 1:
         listing = ", ".join(f"{p.name}={n}" for p, n in counts.items())
         raise TorchlingoError(
-            f"parallel files have different line counts ({listing}); "
-            "re-download them with overwrite=True."
+            f"parallel files have different line counts ({listing}); re-download them with overwrite=True."
         )
 
 

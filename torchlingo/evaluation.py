@@ -6,7 +6,7 @@ compare across toolkits; never on subword pieces.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .errors import DataError
 
@@ -19,8 +19,9 @@ def _metric(name: str):
     return {"bleu": BLEU, "chrf": CHRF, "ter": TER}[name]()
 
 
-def score_corpus(hyps: Sequence[str], refs: Sequence[str] | Sequence[Sequence[str]],
-                 metrics: Sequence[str] = METRICS) -> dict:
+def score_corpus(
+    hyps: Sequence[str], refs: Sequence[str] | Sequence[Sequence[str]], metrics: Sequence[str] = METRICS
+) -> dict:
     """Corpus scores of `hyps` against `refs`: {"bleu": 27.1, "bleu_signature": "nrefs:1|...", "chrf": ..., ...}.
 
     `refs` is one reference per hypothesis, or a list of reference streams (each as long as `hyps`) for several.
@@ -29,7 +30,9 @@ def score_corpus(hyps: Sequence[str], refs: Sequence[str] | Sequence[Sequence[st
     streams = [list(refs)] if not refs or isinstance(refs[0], str) else [list(r) for r in refs]
     for stream in streams:
         if len(stream) != len(hyps):
-            raise DataError(f"score_corpus: {len(hyps)} hypotheses but {len(stream)} references; they must pair up line by line")
+            raise DataError(
+                f"score_corpus: {len(hyps)} hypotheses but {len(stream)} references; they must pair up line by line"
+            )
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise DataError(f"score_corpus: unknown metric {unknown[0]!r} (choose from {', '.join(METRICS)})")
@@ -54,8 +57,10 @@ class BleuValidator:
 
         missing = [a for a in ("src_texts", "tgt_texts", "src_vocab", "tgt_vocab") if not hasattr(dataset, a)]
         if missing:
-            raise ConfigError(f"eval_bleu: the validation dataset ({type(dataset).__name__}) has no {missing[0]}; "
-                              "use an NMTDataset as val set")
+            raise ConfigError(
+                f"eval_bleu: the validation dataset ({type(dataset).__name__}) has no {missing[0]}; "
+                "use an NMTDataset as val set"
+            )
         self.dataset, self.config, self.logger, self.samples = dataset, config, logger, samples
         self.src_ids = [dataset[i][0].tolist() for i in range(len(dataset))]
 
@@ -65,8 +70,9 @@ class BleuValidator:
         c, was_training = self.config, model.training
         device = next(model.parameters()).device
         settings = {**decoding_settings(c), "beam_size": c.eval_beam_size}
-        translator = Translator(model, self.dataset.src_vocab, self.dataset.tgt_vocab, device=str(device),
-                                progress=False, **settings)
+        translator = Translator(
+            model, self.dataset.src_vocab, self.dataset.tgt_vocab, device=str(device), progress=False, **settings
+        )
         try:
             hyps = [self.dataset.tgt_vocab.decode(nbest[0][0]) for nbest in translator.decode_ids(self.src_ids)]
         finally:
@@ -74,8 +80,10 @@ class BleuValidator:
         scores = score_corpus(hyps, self.dataset.tgt_texts, metrics=("bleu", "chrf"))
         if self.logger is not None and self.samples:
             rows = ["| source | reference | translation |", "|---|---|---|"]
-            rows += [f"| {_cell(s)} | {_cell(r)} | {_cell(h)} |" for s, r, h in
-                     zip(self.dataset.src_texts[: self.samples], self.dataset.tgt_texts, hyps)]
+            rows += [
+                f"| {_cell(s)} | {_cell(r)} | {_cell(h)} |"
+                for s, r, h in zip(self.dataset.src_texts[: self.samples], self.dataset.tgt_texts, hyps)
+            ]
             self.logger.text("val/translations", "\n".join(rows), step)
         return {"bleu": scores["bleu"], "chrf": scores["chrf"]}
 

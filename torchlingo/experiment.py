@@ -24,9 +24,23 @@ from .training import TrainResult, train_model
 log = logging.getLogger("torchlingo")
 
 # Keys that fix the tokenizer or the model's shape: a resumed run must keep them.
-FIXED_ON_RESUME = ("tokenizer", "sp_model_type", "vocab_size", "joint_vocab", "min_freq", "max_vocab_size",
-                   "src_lang", "tgt_lang", "d_model", "n_heads", "num_encoder_layers", "num_decoder_layers", "d_ff",
-                   "tie_embeddings", "max_positions")
+FIXED_ON_RESUME = (
+    "tokenizer",
+    "sp_model_type",
+    "vocab_size",
+    "joint_vocab",
+    "min_freq",
+    "max_vocab_size",
+    "src_lang",
+    "tgt_lang",
+    "d_model",
+    "n_heads",
+    "num_encoder_layers",
+    "num_decoder_layers",
+    "d_ff",
+    "tie_embeddings",
+    "max_positions",
+)
 # What a run that got anywhere leaves behind; a new run refuses to write over these (a run that stopped before its
 # first checkpoint left nothing worth keeping, and is started over).
 RUN_MARKERS = ("checkpoints", "metrics.json")
@@ -55,8 +69,10 @@ def prepare_run_dir(config: Config, resume: bool, overwrite: bool = False) -> Pa
         existing.remove("checkpoints")  # created by the start-up write check of a run killed before its first save
     if existing and not overwrite:
         hint = "continue it with --resume, " if last.is_file() else ""
-        raise TorchlingoError(f"{run_dir}: holds an earlier run ({', '.join(existing)}); {hint}choose another "
-                              "experiment_name (--set experiment_name=NAME), or pass --overwrite to delete it")
+        raise TorchlingoError(
+            f"{run_dir}: holds an earlier run ({', '.join(existing)}); {hint}choose another "
+            "experiment_name (--set experiment_name=NAME), or pass --overwrite to delete it"
+        )
     if existing:
         log.info("deleting the earlier run in %s (--overwrite)", run_dir)
         shutil.rmtree(run_dir)
@@ -79,8 +95,10 @@ def _check_resume_config(config: Config, saved_path: Path) -> None:
     now = config.to_dict(grouped=False)
     for key in FIXED_ON_RESUME:
         if saved[key] != now[key]:
-            raise ConfigError(f"{key}: the run in {saved_path.parent} used {saved[key]!r}, now {now[key]!r}; "
-                              "a resumed run must keep its tokenizer and model shape")
+            raise ConfigError(
+                f"{key}: the run in {saved_path.parent} used {saved[key]!r}, now {now[key]!r}; "
+                "a resumed run must keep its tokenizer and model shape"
+            )
     changed = [k for k in now if now[k] != saved[k]]
     if changed:
         log.info("resuming with changed settings: %s", ", ".join(f"{k}={now[k]!r} (was {saved[k]!r})" for k in changed))
@@ -114,14 +132,23 @@ def run_experiment(config: Config, resume: bool = False, overwrite: bool = False
     # The test set is read now so that a bad test file stops the run before training, not after it.
     test = NMTDataset(config.test_file, src_vocab, tgt_vocab, config) if config.test_file else None
     config.to_yaml(run_dir / "config.yaml")
-    log.info("data: %d training pairs, %s validation pairs; vocabularies %d (source), %d (target)",
-             len(train), len(val) if val is not None else "no", len(src_vocab), len(tgt_vocab))
+    log.info(
+        "data: %d training pairs, %s validation pairs; vocabularies %d (source), %d (target)",
+        len(train),
+        len(val) if val is not None else "no",
+        len(src_vocab),
+        len(tgt_vocab),
+    )
     seed_everything(config.seed)  # the initial weights follow config.seed, whatever ran before in this process
     model = SimpleTransformer(len(src_vocab), len(tgt_vocab), config=config)
     log.info("model: %.2fM parameters; run directory %s", sum(p.numel() for p in model.parameters()) / 1e6, run_dir)
-    result = train_model(model, make_loader(train, config, shuffle=True),
-                         make_loader(val, config, shuffle=False) if val is not None else None, config,
-                         resume_from=resume_from)
+    result = train_model(
+        model,
+        make_loader(train, config, shuffle=True),
+        make_loader(val, config, shuffle=False) if val is not None else None,
+        config,
+        resume_from=resume_from,
+    )
     metrics = _train_metrics(result, resume)
     if test is not None:
         metrics.update(evaluate_test_set(config, result, test, run_dir, model))
@@ -130,10 +157,16 @@ def run_experiment(config: Config, resume: bool = False, overwrite: bool = False
 
 
 def _train_metrics(result: TrainResult, resumed: bool) -> dict:
-    return {"steps": result.steps, "epochs": result.epochs, "best_step": result.best_step,
-            "best_val_loss": result.best_val_loss if result.history else None,
-            "train_time_s": round(result.train_time, 2), "tokens_per_second": round(result.tokens_per_second, 1),
-            "resumed": resumed, "stopped_early": result.stopped_early}
+    return {
+        "steps": result.steps,
+        "epochs": result.epochs,
+        "best_step": result.best_step,
+        "best_val_loss": result.best_val_loss if result.history else None,
+        "train_time_s": round(result.train_time, 2),
+        "tokens_per_second": round(result.tokens_per_second, 1),
+        "resumed": resumed,
+        "stopped_early": result.stopped_early,
+    }
 
 
 def evaluate_test_set(config: Config, result: TrainResult, test: NMTDataset, run_dir: Path, model=None) -> dict:
@@ -144,22 +177,36 @@ def evaluate_test_set(config: Config, result: TrainResult, test: NMTDataset, run
     from .evaluation import score_corpus
 
     settings = decoding_settings(config)
-    candidates = [result.best_checkpoint, result.last_checkpoint, run_dir / "checkpoints" / "best.pt",
-                  run_dir / "checkpoints" / "last.pt"]
+    candidates = [
+        result.best_checkpoint,
+        result.last_checkpoint,
+        run_dir / "checkpoints" / "best.pt",
+        run_dir / "checkpoints" / "last.pt",
+    ]
     checkpoint = next((Path(c) for c in candidates if c is not None and Path(c).is_file()), None)
     if checkpoint is not None:
         translator = Translator.from_checkpoint(checkpoint, device=config.device, **settings)
     elif model is not None:
-        translator = Translator(model, test.src_vocab, test.tgt_vocab, device=str(next(model.parameters()).device), **settings)
+        translator = Translator(
+            model, test.src_vocab, test.tgt_vocab, device=str(next(model.parameters()).device), **settings
+        )
     else:
         raise TorchlingoError(f"{run_dir / 'checkpoints'}: no checkpoint to translate the test set with")
-    log.info("translating %d test sentences with %s (beam %d)", len(test.src_texts),
-             checkpoint or "the final model", config.beam_size)
+    log.info(
+        "translating %d test sentences with %s (beam %d)",
+        len(test.src_texts),
+        checkpoint or "the final model",
+        config.beam_size,
+    )
     hyps = translator.translate(test.src_texts)
     write_lines(run_dir / "test.hyp", hyps)
     scores = score_corpus(hyps, test.tgt_texts, metrics=("bleu", "chrf"))
-    return {"test_file": str(config.test_file), "test_checkpoint": str(checkpoint) if checkpoint else None,
-            "test_sentences": len(hyps), **{f"test_{k}": v for k, v in scores.items()}}
+    return {
+        "test_file": str(config.test_file),
+        "test_checkpoint": str(checkpoint) if checkpoint else None,
+        "test_sentences": len(hyps),
+        **{f"test_{k}": v for k, v in scores.items()},
+    }
 
 
 def write_lines(path: Path, lines: list[str]) -> None:
@@ -180,4 +227,3 @@ def _write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 _CHUNK = 128  # rows of log-probabilities at a time: 128 x 8k fp32 stays in a core's L2 cache
 
 
-def sequence_loss(model, src: torch.Tensor, tgt: torch.Tensor, pad_idx: int = 0,
-                  label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_loss(
+    model, src: torch.Tensor, tgt: torch.Tensor, pad_idx: int = 0, label_smoothing: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher-forced loss of a batch: (mean loss per target token, number of target tokens).
 
     `tgt` is `<s> y1 .. yn </s> <pad>..`; the decoder reads tgt[:, :-1] and predicts tgt[:, 1:]. Only the
@@ -50,7 +51,7 @@ class ProjectedCrossEntropy(torch.autograd.Function):
         vocab, total = w.size(0), hidden.new_zeros((), dtype=torch.float32 if dtype != torch.float64 else dtype)
         differentiate = any(ctx.needs_input_grad[:2])  # not under no_grad (validation)
         for start in range(0, logits.size(0), _CHUNK):
-            chunk, y = logits[start: start + _CHUNK], targets[start: start + _CHUNK, None]
+            chunk, y = logits[start : start + _CHUNK], targets[start : start + _CHUNK, None]
             log_probs = torch.log_softmax(chunk, -1, dtype=total.dtype)
             nll, uniform = -log_probs.gather(1, y).sum(), -log_probs.sum() / vocab
             total += (1 - label_smoothing) * nll + label_smoothing * uniform

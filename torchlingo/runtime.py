@@ -126,9 +126,16 @@ def seed_everything(seed: int) -> None:
 def capture_rng() -> dict:
     """Every random state that affects training (python, numpy, torch CPU and CUDA), as checkpointable values."""
     np_state = np.random.get_state()
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": {"keys": torch.from_numpy(np_state[1].copy()), "pos": int(np_state[2]),
-                       "has_gauss": int(np_state[3]), "gauss": float(np_state[4])}}
+    state = {
+        "python": random.getstate(),
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].copy()),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -29,7 +29,7 @@ def noam_factor(n: int, warmup: int) -> float:
     """
     n = max(n, 1)
     if warmup == 0:
-        return n ** -0.5
+        return n**-0.5
     return min(n / warmup, math.sqrt(warmup / n))
 
 

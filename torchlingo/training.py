@@ -22,8 +22,15 @@ from .checkpoint import check_writable, load_checkpoint, save_checkpoint
 from .config import Config
 from .errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from .loss import sequence_loss
-from .runtime import (Precision, build_optimizer, capture_rng, keep_freed_memory, resolve_device, restore_rng,
-                      seed_everything)
+from .runtime import (
+    Precision,
+    build_optimizer,
+    capture_rng,
+    keep_freed_memory,
+    resolve_device,
+    restore_rng,
+    seed_everything,
+)
 from .schedulers import build_scheduler, is_plateau
 from .tracking import RunLogger
 from .validation import EarlyStopping, validation_loss
@@ -68,8 +75,15 @@ class _Position:
     bad_steps: int = 0  # optimizer steps in a row skipped for a non-finite loss
 
 
-def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: Config | None = None, *,
-                resume_from: str | Path | None = None, validators=()) -> TrainResult:
+def train_model(  # noqa: C901, PLR0912, PLR0915 (split into a trainer next)
+    model: torch.nn.Module,
+    train_loader,
+    val_loader=None,
+    config: Config | None = None,
+    *,
+    resume_from: str | Path | None = None,
+    validators=(),
+) -> TrainResult:
     """Train `model` on `train_loader`, validating on `val_loader`; see `Config` for every setting.
 
     Also callable as `train_model(model, (train_loader, val_loader), config)`. `resume_from` continues a run from
@@ -84,8 +98,10 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
         train_loader, val_loader = train_loader
     config = config or Config()
     if config.early_stopping_metric == "bleu" and not (validators or (config.eval_bleu and val_loader is not None)):
-        raise ConfigError("early_stopping_metric: bleu needs a validation set and eval_bleu: true "
-                          "(or a validator that returns 'bleu')")
+        raise ConfigError(
+            "early_stopping_metric: bleu needs a validation set and eval_bleu: true "
+            "(or a validator that returns 'bleu')"
+        )
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     seed_everything(config.seed)
@@ -110,10 +126,15 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
 
     def checkpoint_state() -> dict:
         return {
-            "model": model.state_dict(), "model_args": getattr(model, "args", {}),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": precision.scaler.state_dict(), "rng": capture_rng(), "position": dataclasses.asdict(pos),
-            "sampler": _sampler_state(train_loader), "early_stopping": stopper.state_dict(),
+            "model": model.state_dict(),
+            "model_args": getattr(model, "args", {}),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": precision.scaler.state_dict(),
+            "rng": capture_rng(),
+            "position": dataclasses.asdict(pos),
+            "sampler": _sampler_state(train_loader),
+            "early_stopping": stopper.state_dict(),
             "result": _result_state(result, time.perf_counter() - start_time, int(interval_tokens.item())),
             "config": config.to_dict(grouped=False),
             **{k: v.to_state() for k, v in vocabs.items() if v is not None},
@@ -131,7 +152,9 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
             _load_result_state(result, state["result"])
             restore_rng(state["rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise CheckpointError(f"{resume_from}: cannot resume from this checkpoint ({str(e).splitlines()[0][:200]})") from None
+            raise CheckpointError(
+                f"{resume_from}: cannot resume from this checkpoint ({str(e).splitlines()[0][:200]})"
+            ) from None
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, pos.step, pos.epoch + 1, pos.batch)
 
     logger = RunLogger(config, start_step=pos.step, total_steps=total_steps)
@@ -165,7 +188,7 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
     pending_best = False  # best.pt waits for save_last, where the position is consistent and resumable
 
     def save_last(last: bool = True) -> None:
-        """best.pt after an improvement, and last.pt: written where the position is consistent, so both resume exactly."""
+        """best.pt after an improvement, and last.pt: written where the position is consistent (resumable)."""
         nonlocal pending_best
         if config.save_checkpoints and (last or pending_best):
             state = checkpoint_state()
@@ -198,14 +221,14 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
             for src, tgt in batches:
                 micro = pos.batch % config.accumulation_steps
                 if micro == 0:
-                    optimizer.zero_grad(set_to_none=True)                     # 1. zero the gradients
+                    optimizer.zero_grad(set_to_none=True)  # 1. zero the gradients
                 src, tgt = src.to(device, non_blocking=True), tgt.to(device, non_blocking=True)
-                with precision.autocast():                                     # 2. forward, 3. loss
+                with precision.autocast():  # 2. forward, 3. loss
                     loss, n_tokens = sequence_loss(train_model_fn, src, tgt, config.pad_idx, config.label_smoothing)
-                precision.backward(loss / config.accumulation_steps)           # 4. backward
+                precision.backward(loss / config.accumulation_steps)  # 4. backward
                 pos.batch += 1
                 finite = torch.isfinite(loss.detach())
-                step_finite = finite if micro == 0 else step_finite & finite
+                step_finite = finite if micro == 0 else step_finite & finite  # noqa: F821
                 n_tokens = n_tokens * finite  # a non-finite batch counts for nothing in the averages
                 weighted = torch.where(finite, loss.detach().double(), 0.0) * n_tokens
                 epoch_loss += weighted
@@ -227,8 +250,9 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
                 if pos.step % config.log_interval == 0 or pos.step == total_steps:
                     tokens = int(interval_tokens.item())
                     result.target_tokens += tokens
-                    logger.log_train(pos.step, (interval_loss / max(tokens, 1)).item(),
-                                     optimizer.param_groups[0]["lr"], tokens)
+                    logger.log_train(
+                        pos.step, (interval_loss / max(tokens, 1)).item(), optimizer.param_groups[0]["lr"], tokens
+                    )
                     interval_loss.zero_()
                     interval_tokens.zero_()
                 end_of_epoch = pos.batch == len(train_loader)
@@ -258,8 +282,13 @@ def train_model(model: torch.nn.Module, train_loader, val_loader=None, config: C
                         stop = validate()
                     result.val_losses.append(result.history[-1]["val_loss"])
                     logger.scalar("val/epoch_loss", result.val_losses[-1], pos.epoch + 1)
-                logger.epoch_summary(pos.epoch + 1, pos.step, train_loss, result.val_losses[-1] if val_loader is not None else None,
-                                     optimizer.param_groups[0]["lr"])
+                logger.epoch_summary(
+                    pos.epoch + 1,
+                    pos.step,
+                    train_loss,
+                    result.val_losses[-1] if val_loader is not None else None,
+                    optimizer.param_groups[0]["lr"],
+                )
                 pos.epoch, pos.batch, pos.epoch_loss, pos.epoch_tokens = pos.epoch + 1, 0, 0.0, 0
                 result.epochs = pos.epoch
                 save_last()
@@ -281,11 +310,17 @@ def _skip_bad_step(optimizer, pos: _Position, config: Config) -> None:
     optimizer.zero_grad(set_to_none=True)
     pos.bad_steps += 1
     if pos.bad_steps >= config.max_bad_steps:
-        raise TrainingError(f"step {pos.step + 1}: the loss was NaN or infinite in {pos.bad_steps} steps in a row "
-                            f"(max_bad_steps: {config.max_bad_steps}); lower learning_rate or check the data; "
-                            "the last good checkpoint is kept")
-    log.warning("step %d: NaN or infinite loss, update skipped (%d in a row, stopping at %d)",
-                pos.step + 1, pos.bad_steps, config.max_bad_steps)
+        raise TrainingError(
+            f"step {pos.step + 1}: the loss was NaN or infinite in {pos.bad_steps} steps in a row "
+            f"(max_bad_steps: {config.max_bad_steps}); lower learning_rate or check the data; "
+            "the last good checkpoint is kept"
+        )
+    log.warning(
+        "step %d: NaN or infinite loss, update skipped (%d in a row, stopping at %d)",
+        pos.step + 1,
+        pos.bad_steps,
+        config.max_bad_steps,
+    )
 
 
 class _SignalFlag:
@@ -323,11 +358,18 @@ def _sampler_state(loader) -> dict | None:
 
 
 def _result_state(result: TrainResult, session_time: float, pending_tokens: int) -> dict:
-    return {"train_losses": list(result.train_losses), "val_losses": list(result.val_losses),
-            "history": [dict(h) for h in result.history], "best_val_loss": result.best_val_loss,
-            "best_metric": result.best_metric, "best_step": result.best_step,
-            "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
-            "epochs": result.epochs, "train_time": result.train_time + session_time, "target_tokens": result.target_tokens + pending_tokens}
+    return {
+        "train_losses": list(result.train_losses),
+        "val_losses": list(result.val_losses),
+        "history": [dict(h) for h in result.history],
+        "best_val_loss": result.best_val_loss,
+        "best_metric": result.best_metric,
+        "best_step": result.best_step,
+        "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
+        "epochs": result.epochs,
+        "train_time": result.train_time + session_time,
+        "target_tokens": result.target_tokens + pending_tokens,
+    }
 
 
 def _load_result_state(result: TrainResult, state: dict) -> None:

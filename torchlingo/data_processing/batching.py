@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -19,13 +19,15 @@ def pad_batch(seqs: Sequence[torch.Tensor], pad_idx: int = PAD_IDX, bos: bool = 
         n = len(s)
         if bos:
             row[0] = BOS_IDX
-        row[int(bos): int(bos) + n] = s
+        row[int(bos) : int(bos) + n] = s
         if eos:
             row[int(bos) + n] = EOS_IDX
     return out
 
 
-def collate_fn(batch: Sequence[tuple[torch.Tensor, torch.Tensor]], pad_idx: int = PAD_IDX) -> tuple[torch.Tensor, torch.Tensor]:
+def collate_fn(
+    batch: Sequence[tuple[torch.Tensor, torch.Tensor]], pad_idx: int = PAD_IDX
+) -> tuple[torch.Tensor, torch.Tensor]:
     """[(src_ids, tgt_ids), ...] -> (src, tgt), each `<s> ids </s>` right-padded with `pad_idx`."""
     src, tgt = zip(*batch)
     return pad_batch(src, pad_idx), pad_batch(tgt, pad_idx)
@@ -38,8 +40,15 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
     into batches under the budget, and the batches shuffled. `set_epoch` picks the epoch; `state_dict` records it.
     """
 
-    def __init__(self, src_lengths: Sequence[int], tgt_lengths: Sequence[int], max_tokens: int | None,
-                 shuffle: bool = True, seed: int = 0, max_sentences: int | None = None):
+    def __init__(
+        self,
+        src_lengths: Sequence[int],
+        tgt_lengths: Sequence[int],
+        max_tokens: int | None,
+        shuffle: bool = True,
+        seed: int = 0,
+        max_sentences: int | None = None,
+    ):
         if max_tokens is None and max_sentences is None:
             raise ValueError("give max_tokens, max_sentences or both")
         max_tokens = max_tokens or 2**62
@@ -94,7 +103,12 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 def make_loader(dataset, config, shuffle: bool) -> DataLoader:
     """The DataLoader `torchlingo train` uses: length-bucketed batches of `config.max_tokens` tokens (when > 0) or
     of `config.batch_size` sentences, in an order fixed by (seed, epoch) so that a resumed run sees the same batches."""
-    sampler = TokenBudgetBatchSampler(dataset.src_lengths, dataset.tgt_lengths, config.max_tokens or None,
-                                      shuffle=shuffle, seed=config.seed,
-                                      max_sentences=None if config.max_tokens else config.batch_size)
+    sampler = TokenBudgetBatchSampler(
+        dataset.src_lengths,
+        dataset.tgt_lengths,
+        config.max_tokens or None,
+        shuffle=shuffle,
+        seed=config.seed,
+        max_sentences=None if config.max_tokens else config.batch_size,
+    )
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=config.num_workers)

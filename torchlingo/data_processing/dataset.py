@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -20,8 +20,9 @@ HEADERS = {("src", "tgt"), ("source", "target")}
 PathLike = str | Path
 
 
-def resolve_data_path(spec: PathLike | Sequence[PathLike], src_lang: str | None = None,
-                      tgt_lang: str | None = None) -> Path | tuple[Path, Path]:
+def resolve_data_path(
+    spec: PathLike | Sequence[PathLike], src_lang: str | None = None, tgt_lang: str | None = None
+) -> Path | tuple[Path, Path]:
     """A TSV path, or the parallel pair: `(a, b)` as given, or `spec.src_lang` / `spec.tgt_lang` for a prefix."""
     if isinstance(spec, (list, tuple)):
         if len(spec) != 2:
@@ -106,8 +107,10 @@ def read_parallel(src_path: Path, tgt_path: Path, checker: _LineChecker) -> tupl
     """Two files with one sentence a line; line i of one translates line i of the other."""
     src_lines, tgt_lines = _read_lines(src_path), _read_lines(tgt_path)
     if len(src_lines) != len(tgt_lines):
-        raise DataError(f"{src_path} has {len(src_lines)} lines but {tgt_path} has {len(tgt_lines)}; "
-                        "parallel files must have one sentence a line, aligned")
+        raise DataError(
+            f"{src_path} has {len(src_lines)} lines but {tgt_path} has {len(tgt_lines)}; "
+            "parallel files must have one sentence a line, aligned"
+        )
     src, tgt = [], []
     for n, (rs, rt) in enumerate(zip(src_lines, tgt_lines), start=1):
         s = checker.decode(rs, f"{src_path}:{n}")
@@ -126,13 +129,17 @@ def read_parallel(src_path: Path, tgt_path: Path, checker: _LineChecker) -> tupl
 def build_vocabs(src_texts: list[str], tgt_texts: list[str], config: Config):
     """Source and target vocabularies from training text, as `config.tokenizer` says."""
     if config.tokenizer == "word":
-        return (Vocab.build(src_texts, config.min_freq, config.max_vocab_size),
-                Vocab.build(tgt_texts, config.min_freq, config.max_vocab_size))
+        return (
+            Vocab.build(src_texts, config.min_freq, config.max_vocab_size),
+            Vocab.build(tgt_texts, config.min_freq, config.max_vocab_size),
+        )
     if config.joint_vocab:
         sp = SentencePieceVocab.train(src_texts + tgt_texts, config.vocab_size, config.sp_model_type)
         return sp, sp
-    return (SentencePieceVocab.train(src_texts, config.vocab_size, config.sp_model_type),
-            SentencePieceVocab.train(tgt_texts, config.vocab_size, config.sp_model_type))
+    return (
+        SentencePieceVocab.train(src_texts, config.vocab_size, config.sp_model_type),
+        SentencePieceVocab.train(tgt_texts, config.vocab_size, config.sp_model_type),
+    )
 
 
 class _Packed:
@@ -145,7 +152,7 @@ class _Packed:
         self.ids = torch.tensor([i for s in seqs for i in s], dtype=torch.int32)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.ids[self.offsets[i]: self.offsets[i + 1]].long()
+        return self.ids[self.offsets[i] : self.offsets[i + 1]].long()
 
 
 class NMTDataset(Dataset):
@@ -155,8 +162,16 @@ class NMTDataset(Dataset):
     `max_len` leaves out pairs with a side longer than that many tokens, and says how many.
     """
 
-    def __init__(self, path: PathLike | Sequence[PathLike], src_vocab=None, tgt_vocab=None,
-                 config: Config | None = None, *, max_len: int | None = None, bad_lines: str | None = None):
+    def __init__(
+        self,
+        path: PathLike | Sequence[PathLike],
+        src_vocab=None,
+        tgt_vocab=None,
+        config: Config | None = None,
+        *,
+        max_len: int | None = None,
+        bad_lines: str | None = None,
+    ):
         self.config = config = config or Config()
         resolved = resolve_data_path(path, config.src_lang, config.tgt_lang)
         checker = _LineChecker(bad_lines or config.bad_lines)
@@ -180,7 +195,9 @@ class NMTDataset(Dataset):
         if max_len is not None:
             keep = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids)) if len(s) <= max_len and len(t) <= max_len]
             if not keep:
-                raise DataError(f"{self.source}: every pair has a side longer than max_len={max_len} tokens; raise max_len")
+                raise DataError(
+                    f"{self.source}: every pair has a side longer than max_len={max_len} tokens; raise max_len"
+                )
             if len(keep) < len(src_ids):
                 self.skipped[f"longer than max_len={max_len} tokens"] = len(src_ids) - len(keep)
                 src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
@@ -188,7 +205,9 @@ class NMTDataset(Dataset):
         self._src, self._tgt = _Packed(src_ids), _Packed(tgt_ids)
         if self.skipped:
             reasons = ", ".join(f"{n} {why}{where.get(why, '')}" for why, n in self.skipped.items())
-            log.warning("%s: kept %d pairs, skipped %d (%s)", self.source, len(self), sum(self.skipped.values()), reasons)
+            log.warning(
+                "%s: kept %d pairs, skipped %d (%s)", self.source, len(self), sum(self.skipped.values()), reasons
+            )
 
     def __len__(self) -> int:
         return len(self._src.lengths)

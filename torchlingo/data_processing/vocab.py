@@ -9,8 +9,8 @@ from __future__ import annotations
 import collections
 import io
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from ..errors import DataError
 
@@ -64,10 +64,12 @@ class Vocab(_Specials):
         self.stoi = {t: i for i, t in enumerate(self.itos)}
 
     @classmethod
-    def build(cls, texts: Iterable[str], min_freq: int = 1, max_size: int | None = None) -> "Vocab":
+    def build(cls, texts: Iterable[str], min_freq: int = 1, max_size: int | None = None) -> Vocab:
         """Count words; keep those seen `min_freq` times, most frequent first (ties alphabetical), up to `max_size`."""
         counts = collections.Counter(t for text in texts for t in word_tokenize(text))
-        words = sorted((w for w, c in counts.items() if c >= min_freq and w not in SPECIALS), key=lambda w: (-counts[w], w))
+        words = sorted(
+            (w for w, c in counts.items() if c >= min_freq and w not in SPECIALS), key=lambda w: (-counts[w], w)
+        )
         if max_size is not None:
             words = words[: max(0, max_size - len(SPECIALS))]
         return cls(list(SPECIALS) + words)
@@ -95,7 +97,7 @@ class Vocab(_Specials):
         Path(path).write_text("\n".join(self.itos) + "\n", encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Vocab":
+    def load(cls, path: str | Path) -> Vocab:
         try:
             lines = Path(path).read_text(encoding="utf-8").split("\n")
         except OSError as e:
@@ -117,26 +119,42 @@ class SentencePieceVocab(_Specials):
             self.sp.LoadFromSerializedProto(self.model_proto)
         except Exception:
             raise DataError("not a SentencePiece model (the file or checkpoint entry is corrupt)") from None
-        if (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id()) != (PAD_IDX, UNK_IDX, BOS_IDX, EOS_IDX):
+        if (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id()) != (
+            PAD_IDX,
+            UNK_IDX,
+            BOS_IDX,
+            EOS_IDX,
+        ):
             raise DataError("SentencePiece model must use pad=0 unk=1 bos=2 eos=3; retrain it with torchlingo")
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 8000, model_type: str = "unigram",
-              character_coverage: float = 1.0) -> "SentencePieceVocab":
+    def train(
+        cls, texts: Iterable[str], vocab_size: int = 8000, model_type: str = "unigram", character_coverage: float = 1.0
+    ) -> SentencePieceVocab:
         """Train on sentences in memory; on a small corpus the vocabulary may come out smaller than `vocab_size`."""
         import sentencepiece as spm
 
         model = io.BytesIO()
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter([t for t in texts if t.strip()]), model_writer=model,
-            vocab_size=vocab_size, model_type=model_type, hard_vocab_limit=False,
-            character_coverage=character_coverage, pad_id=PAD_IDX, unk_id=UNK_IDX, bos_id=BOS_IDX, eos_id=EOS_IDX,
-            input_sentence_size=2_000_000, shuffle_input_sentence=True, num_threads=2, minloglevel=2,
+            sentence_iterator=iter([t for t in texts if t.strip()]),
+            model_writer=model,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            hard_vocab_limit=False,
+            character_coverage=character_coverage,
+            pad_id=PAD_IDX,
+            unk_id=UNK_IDX,
+            bos_id=BOS_IDX,
+            eos_id=EOS_IDX,
+            input_sentence_size=2_000_000,
+            shuffle_input_sentence=True,
+            num_threads=2,
+            minloglevel=2,
         )
         return cls(model.getvalue())
 
     @classmethod
-    def load(cls, path: str | Path) -> "SentencePieceVocab":
+    def load(cls, path: str | Path) -> SentencePieceVocab:
         try:
             data = Path(path).read_bytes()
         except OSError as e:

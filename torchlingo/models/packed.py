@@ -38,8 +38,14 @@ class PackedLinear(nn.Module):
 def can_pack(model: nn.Module) -> bool:
     """True when `model` is on a CPU with native bf16 matmuls, in bf16, and this PyTorch has oneDNN's packed linear."""
     p = next(model.parameters(), None)
-    return (p is not None and p.device.type == "cpu" and p.dtype == torch.bfloat16 and cpu_has_fast_bf16()
-            and hasattr(_OPS, "_reorder_linear_weight") and hasattr(_OPS, "_linear_pointwise"))
+    return (
+        p is not None
+        and p.device.type == "cpu"
+        and p.dtype == torch.bfloat16
+        and cpu_has_fast_bf16()
+        and hasattr(_OPS, "_reorder_linear_weight")
+        and hasattr(_OPS, "_linear_pointwise")
+    )
 
 
 def pack_linears_(model: nn.Module) -> nn.Module:

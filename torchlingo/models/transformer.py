@@ -46,8 +46,8 @@ class KVCache:
                 for new, old in zip(grown, buffers):
                     new[:, :, : self.length] = old[:, :, : self.length]
             buffers = self.self_kv[layer] = tuple(grown)
-        buffers[0][:, :, self.length: end] = k
-        buffers[1][:, :, self.length: end] = v
+        buffers[0][:, :, self.length : end] = k
+        buffers[1][:, :, self.length : end] = v
         return buffers[0][:, :, :end], buffers[1][:, :, :end]
 
     def select(self, rows: torch.Tensor) -> None:
@@ -57,6 +57,7 @@ class KVCache:
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Keep these rows of the self-attention cache, in this order (beam search: each new beam's origin)."""
+
         def pick(t: torch.Tensor) -> torch.Tensor:  # copies the filled positions only, in one pass
             out = t.new_empty(rows.numel(), *t.shape[1:])
             torch.index_select(t[:, :, : self.length], 0, rows, out=out[:, :, : self.length])
@@ -66,8 +67,9 @@ class KVCache:
 
     def select_source(self, rows: torch.Tensor) -> None:
         """Keep these rows (sentences) of the cross-attention cache."""
-        self.cross_kv = [None if kv is None else (kv[0].index_select(0, rows), kv[1].index_select(0, rows))
-                         for kv in self.cross_kv]
+        self.cross_kv = [
+            None if kv is None else (kv[0].index_select(0, rows), kv[1].index_select(0, rows)) for kv in self.cross_kv
+        ]
 
 
 def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
@@ -89,7 +91,7 @@ class Dropout(nn.Dropout):
         if not self.training or self.p == 0.0 or x.device.type != "cpu":
             return super().forward(x)
         n = x.numel()
-        lanes = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, 2**63 - 1).view(torch.int16)[:n]
+        lanes = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1).view(torch.int16)[:n]
         # A 0/1 mask in x's dtype: multiplying by a bool mask would convert it in forward and again in backward.
         keep = torch.ge(lanes.view(x.shape), round(self.p * 2**16) - 2**15, out=torch.empty_like(x))
         return (x * keep).mul_(1.0 / (1.0 - self.p))
@@ -98,8 +100,10 @@ class Dropout(nn.Dropout):
 def _attention_in_fp32(x: torch.Tensor) -> bool:
     """bf16 on CPU (a bf16 model or bf16 autocast) computes attention in fp32, the projections in bf16: PyTorch's CPU
     attention kernels are 3-4x slower in bf16 (backward above all) and attention is a small share of the FLOPs."""
-    return x.device.type == "cpu" and (x.dtype == torch.bfloat16 or (
-        torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16))
+    return x.device.type == "cpu" and (
+        x.dtype == torch.bfloat16
+        or (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+    )
 
 
 class Attention(nn.Module):
@@ -127,11 +131,19 @@ class Attention(nn.Module):
             if mask is not None:
                 scores = scores.masked_fill(~mask, -math.inf)
             return torch.matmul(scores.softmax(-1), v)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                              dropout_p=self.dropout if self.training else 0.0)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
+        )
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                causal: bool = False, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
         upcast = _attention_in_fp32(x)
         # Keys and values are converted before they are cached, so a decoding step does not convert the cache again.
         heads = (lambda t: self._heads(t).float()) if upcast else self._heads
@@ -172,8 +184,15 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attention_dropout: float = 0.0,
-                 activation_dropout: float = 0.0):
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+    ):
         super().__init__()
         self.norm1, self.attn = nn.LayerNorm(d_model), Attention(d_model, n_heads, attention_dropout)
         self.norm2, self.ff = nn.LayerNorm(d_model), FeedForward(d_model, d_ff, activation_dropout)
@@ -185,16 +204,29 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attention_dropout: float = 0.0,
-                 activation_dropout: float = 0.0):
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+    ):
         super().__init__()
         self.norm1, self.self_attn = nn.LayerNorm(d_model), Attention(d_model, n_heads, attention_dropout)
         self.norm2, self.cross_attn = nn.LayerNorm(d_model), Attention(d_model, n_heads, attention_dropout, cross=True)
         self.norm3, self.ff = nn.LayerNorm(d_model), FeedForward(d_model, d_ff, activation_dropout)
         self.dropout = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        src_mask: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
         x = x + self.dropout(self.self_attn(self.norm1(x), causal=True, cache=cache, layer=layer))
         x = x + self.dropout(self.cross_attn(self.norm2(x), memory, mask=src_mask, cache=cache, layer=layer))
         return x + self.dropout(self.ff(self.norm3(x)))
@@ -207,11 +239,21 @@ class SimpleTransformer(nn.Module):
         super().__init__()
         c = (config or Config()).replace(**overrides) if overrides else (config or Config())
         # Everything needed to rebuild the model from a checkpoint, as plain values.
-        self.args = {"src_vocab_size": src_vocab_size, "tgt_vocab_size": tgt_vocab_size, "d_model": c.d_model,
-                     "n_heads": c.n_heads, "num_encoder_layers": c.num_encoder_layers,
-                     "num_decoder_layers": c.num_decoder_layers, "d_ff": c.d_ff, "dropout": c.dropout,
-                     "attention_dropout": c.attention_dropout, "activation_dropout": c.activation_dropout,
-                     "tie_embeddings": c.tie_embeddings, "max_positions": c.max_positions, "pad_idx": c.pad_idx}
+        self.args = {
+            "src_vocab_size": src_vocab_size,
+            "tgt_vocab_size": tgt_vocab_size,
+            "d_model": c.d_model,
+            "n_heads": c.n_heads,
+            "num_encoder_layers": c.num_encoder_layers,
+            "num_decoder_layers": c.num_decoder_layers,
+            "d_ff": c.d_ff,
+            "dropout": c.dropout,
+            "attention_dropout": c.attention_dropout,
+            "activation_dropout": c.activation_dropout,
+            "tie_embeddings": c.tie_embeddings,
+            "max_positions": c.max_positions,
+            "pad_idx": c.pad_idx,
+        }
         d = c.d_model
         self.d_model, self.pad_idx = d, c.pad_idx
         self.src_embed = nn.Embedding(src_vocab_size, d, padding_idx=c.pad_idx)
@@ -234,12 +276,12 @@ class SimpleTransformer(nn.Module):
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
         for emb in (self.src_embed, self.tgt_embed):
-            nn.init.normal_(emb.weight, mean=0.0, std=self.d_model ** -0.5)
+            nn.init.normal_(emb.weight, mean=0.0, std=self.d_model**-0.5)
             with torch.no_grad():
                 emb.weight[self.pad_idx].zero_()
 
     @classmethod
-    def from_args(cls, args: dict) -> "SimpleTransformer":
+    def from_args(cls, args: dict) -> SimpleTransformer:
         """Rebuild from `model.args` (as stored in checkpoints)."""
         args = dict(args)
         src, tgt = args.pop("src_vocab_size"), args.pop("tgt_vocab_size")
@@ -247,8 +289,10 @@ class SimpleTransformer(nn.Module):
 
     def _embed(self, embedding: nn.Embedding, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
         if start + ids.size(1) > self.positions.size(0):
-            raise ValueError(f"sequence of {start + ids.size(1)} tokens is longer than max_positions={self.positions.size(0)}")
-        x = embedding(ids) * math.sqrt(self.d_model) + self.positions[start: start + ids.size(1)]
+            raise ValueError(
+                f"sequence of {start + ids.size(1)} tokens is longer than max_positions={self.positions.size(0)}"
+            )
+        x = embedding(ids) * math.sqrt(self.d_model) + self.positions[start : start + ids.size(1)]
         return self.embed_dropout(x)
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,8 +303,9 @@ class SimpleTransformer(nn.Module):
             x = layer(x, src_mask)
         return self.encoder_norm(x), src_mask
 
-    def decode_hidden(self, tgt: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
-                      cache: KVCache | None = None) -> torch.Tensor:
+    def decode_hidden(
+        self, tgt: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, cache: KVCache | None = None
+    ) -> torch.Tensor:
         """Decoder states (B, T, D) for target ids (B, T); with a cache, `tgt` holds only the new positions."""
         start = cache.length if cache is not None else 0
         x = self._embed(self.tgt_embed, tgt, start)
@@ -274,8 +319,9 @@ class SimpleTransformer(nn.Module):
         """Decoder states -> logits over the target vocabulary."""
         return self.output_proj(hidden)
 
-    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
-               cache: KVCache | None = None) -> torch.Tensor:
+    def decode(
+        self, tgt: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, cache: KVCache | None = None
+    ) -> torch.Tensor:
         """Target ids -> logits (B, T, V), reusing an encoded source."""
         return self.project(self.decode_hidden(tgt, memory, src_mask, cache))
 
