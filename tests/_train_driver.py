@@ -24,6 +24,7 @@ import torch
 torch.set_num_threads(1)  # bitwise equality needs the same thread count in every run
 
 import torchlingo.checkpoint as C  # noqa: E402
+import torchlingo.files as F  # noqa: E402
 import torchlingo.training as T  # noqa: E402
 from torchlingo.config import Config  # noqa: E402
 from torchlingo.data_processing import NMTDataset, make_loader  # noqa: E402
@@ -99,7 +100,7 @@ def inject(fault: str) -> None:
                     kill_self()
             os.replace(src, dst)
 
-        C.os = types.SimpleNamespace(**{**vars(os), "replace": replace})  # checkpoint.py's view of os only
+        F.os = types.SimpleNamespace(**{**vars(os), "replace": replace})  # files.py's view of os only
     else:
         raise SystemExit(f"unknown fault {fault}")
 

@@ -25,8 +25,8 @@ from torchlingo.decoding import (
 )
 from torchlingo.errors import CheckpointError, DataError
 from torchlingo.evaluation import score_corpus
+from torchlingo.fastpath import PackedLinear, can_pack, pack_linears_
 from torchlingo.models import SimpleTransformer
-from torchlingo.models.packed import PackedLinear, can_pack, pack_linears_
 
 
 def random_model(seed: int, src_vocab: int = 30, tgt_vocab: int = 25) -> SimpleTransformer:

@@ -125,7 +125,7 @@ def test_token_budget_batches_keep_target_padding_under_ten_percent():
 
 @pytest.mark.parametrize("p, dtype", [(0.1, torch.float32), (0.3, torch.bfloat16), (0.5, torch.float64)])
 def test_dropout_keeps_each_value_with_probability_one_minus_p_and_rescales(p, dtype):
-    from torchlingo.models.transformer import Dropout
+    from torchlingo.fastpath import Dropout
 
     drop = Dropout(p)
     x = torch.ones(400, 1001, dtype=dtype)  # an odd size: the last 64-bit draw is used in part

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
+from .files import atomic_write
 
 FORMAT_VERSION = 1
 log = logging.getLogger("torchlingo")
@@ -29,41 +30,25 @@ def previous_path(path: str | Path) -> Path:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path, keep_previous: bool = False) -> Path:
-    """Write `state` to a temporary file beside `path`, flush and fsync it, then rename it over `path`.
+    """Write `state` atomically (`files.atomic_write`): a crash at any moment leaves either the previous file or the
+    new one, never a half-written `path`.
 
-    A crash at any moment leaves either the previous file or the new one, never a half-written `path`.
     `keep_previous` first hard-links the current `path` to `previous_path(path)` (one more readable file for
     `find_resumable` should `path` ever be damaged); `path` itself exists at every moment.
     """
     path = Path(path)
+    keep = (lambda: _link_previous(path)) if keep_previous and path.is_file() else None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot write checkpoint ({e.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path, "wb", before_replace=keep) as f:
             writer = _Writer(f)
             try:
                 torch.save({"format_version": FORMAT_VERSION, **state}, writer)
             except RuntimeError as e:  # torch turns a failed write (disk full) into an opaque RuntimeError
-                raise writer.error or OSError(_first_line(e)) from None
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous and path.is_file():
-            _link_previous(path)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise CheckpointError(
-                f"{path}: cannot write checkpoint ({e.strerror or e}); the previous file is intact"
-            ) from None
-        raise
+                raise writer.error or OSError(_reason(e)) from None
+    except OSError as e:
+        raise CheckpointError(
+            f"{path}: cannot write checkpoint ({e.strerror or e}); the previous file is intact"
+        ) from None
     return path
 
 
@@ -120,20 +105,6 @@ def check_writable(directory: str | Path) -> Path:
     return directory
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with `weights_only=True`; any problem becomes a one-line CheckpointError naming the file."""
     path = Path(path)
@@ -151,7 +122,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             ) from None
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint, or not a checkpoint ({reason})") from None
     except Exception as e:  # RuntimeError, EOFError, struct.error, ...: whatever a damaged file makes torch raise
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_reason(e)})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a torchlingo checkpoint (no model weights)")
     return state
@@ -196,7 +167,7 @@ def _check_crc(path: Path) -> None:
         with archive:
             bad = archive.testzip()
     except Exception as e:  # a damaged record header; zipfile raises several types here
-        raise CheckpointError(f"{path}: corrupt checkpoint ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: corrupt checkpoint ({_reason(e)})") from None
     if bad is not None:
         raise CheckpointError(f"{path}: corrupt checkpoint (checksum mismatch in record {bad})")
 
@@ -210,9 +181,8 @@ def _unpickler_reason(message: str) -> str:
     return (useful or lines or ["unreadable pickle"])[0][:200]
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0].split(". ")[0][:200] if text else type(e).__name__  # miniz adds paragraphs of advice
+def _reason(e: BaseException) -> str:
+    return first_line(e).split(". ")[0]  # miniz adds paragraphs of advice after the first sentence
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
@@ -227,7 +197,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
         src_vocab = vocab_from_state(state["src_vocab"]) if state.get("src_vocab") else None
         tgt_vocab = vocab_from_state(state["tgt_vocab"]) if state.get("tgt_vocab") else None
     except (KeyError, RuntimeError, TypeError) as e:
-        raise CheckpointError(f"{path}: checkpoint does not match this torchlingo version ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: checkpoint does not match this torchlingo version ({_reason(e)})") from None
     return model.to(map_location).eval(), src_vocab, tgt_vocab, state
 
 

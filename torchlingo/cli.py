@@ -19,7 +19,8 @@ from pathlib import Path
 
 from . import __version__
 from .config import AMP_MODES
-from .errors import DataError, TorchlingoError, TrainingInterrupted
+from .errors import DataError, TorchlingoError, TrainingInterrupted, first_line
+from .files import write_text
 
 log = logging.getLogger("torchlingo")
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
@@ -114,7 +115,7 @@ def write_text_lines(path: str | None, lines: list[str]) -> None:
         sys.stdout.flush()
         return
     try:
-        Path(path).write_text(text, encoding="utf-8")
+        write_text(path, text)
     except OSError as e:
         raise DataError(f"{path}: cannot write ({e.strerror or e})") from None
 
@@ -258,8 +259,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(message: str) -> int:
-    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
-    print(f"torchlingo: error: {first}", file=sys.stderr)
+    print(f"torchlingo: error: {first_line(message, limit=1000)}", file=sys.stderr)
     return EXIT_USAGE
 
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
+from .files import write_text
 
 GROUPS = ("data", "model", "training", "decoding", "logging")
 SCHEDULERS = ("cosine", "plateau", "transformer", "noam", "none")
@@ -244,12 +245,12 @@ class Config:
             mark = getattr(e, "problem_mark", None)
             where = f":{mark.line + 1}" if mark is not None else ""
             raise ConfigError(
-                f"{path}{where}: not valid YAML ({_one_line(getattr(e, 'problem', None) or e)})"
+                f"{path}{where}: not valid YAML ({first_line(getattr(e, 'problem', None) or e)})"
             ) from None
         except RecursionError:
             raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
         except (ValueError, TypeError, OverflowError) as e:  # a tag's constructor failed: `!!float abc`, `!!binary x`
-            raise ConfigError(f"{path}: not valid YAML ({_one_line(e)})") from None
+            raise ConfigError(f"{path}: not valid YAML ({first_line(e)})") from None
         return cls.from_dict(values, source=str(path), overrides=overrides)
 
     def to_dict(self, grouped: bool = True) -> dict:
@@ -268,18 +269,12 @@ class Config:
         """The resolved config as YAML; written to `path` if given."""
         text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
         if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
+            write_text(path, text)
         return text
 
     def replace(self, **changes: Any) -> Config:
         """A validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
-
-
-def _one_line(text: Any) -> str:
-    """The first line of an error text (PyYAML's span several), cut to a readable length."""
-    lines = str(text).strip().splitlines()
-    return lines[0][:200] if lines else "unknown problem"
 
 
 @functools.cache

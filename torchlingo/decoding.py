@@ -225,7 +225,7 @@ class Translator:
         translator.translate(["Ein Hund läuft."])  # -> ["A dog is running."]
 
     On CPU it decodes `parallel_batches` batches at once, and in bf16 with a copy of the model whose linear layers
-    are prepacked (`models/packed.py`); the model passed in is left as it is.
+    are prepacked (`fastpath.py`); the model passed in is left as it is.
     """
 
     def __init__(
@@ -245,8 +245,8 @@ class Translator:
         amp: str = "auto",
         parallel_batches: int | None = None,
     ):
-        from .models.packed import can_pack, pack_linears_
-        from .runtime import keep_freed_memory, resolve_amp_dtype, resolve_device
+        from .fastpath import can_pack, keep_freed_memory, pack_linears_
+        from .runtime import resolve_amp_dtype, resolve_device
 
         if parallel_batches is not None and parallel_batches < 1:
             raise ValueError(f"parallel_batches must be at least 1, got {parallel_batches}")

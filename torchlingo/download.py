@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from torchlingo.errors import TorchlingoError
+from torchlingo.files import write_bytes
 
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/"
 ENV_URL = "TORCHLINGO_MULTI30K_URL"
@@ -82,18 +82,6 @@ def _decompress(data: bytes, url: str) -> bytes:
     return text
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _count_lines(path: Path) -> int:
     """Number of lines in a text file (a final line without newline counts too)."""
     with path.open("rb") as handle:
@@ -138,7 +126,7 @@ def download_multi30k(
             target = dest / f"{split}.{lang}"
             if overwrite or not target.exists():
                 url = urllib.parse.urljoin(base, f"{split}.{lang}.gz")
-                _write_atomic(target, _decompress(_fetch(url, split, lang, timeout), url))
+                write_bytes(target, _decompress(_fetch(url, split, lang, timeout), url))
             split_paths.append(target)
         check_parallel(split_paths)
         paths.extend(split_paths)

@@ -27,3 +27,12 @@ class TrainingInterrupted(TorchlingoError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.signum, self.exit_code = signum, 128 + signum
+
+
+def first_line(error: BaseException | str, limit: int = 200) -> str:
+    """The first line of an error's text, cut to `limit` characters: what a one-line message quotes of a library's
+    multi-paragraph exception (PyYAML, torch, miniz). The exception's type name when it has no text."""
+    lines = str(error).strip().splitlines()
+    if not lines:
+        return type(error).__name__ if isinstance(error, BaseException) else "unknown problem"
+    return lines[0][:limit]

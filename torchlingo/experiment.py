@@ -6,17 +6,15 @@ TensorBoard events, `test.hyp` and `metrics.json`. Python users can call `run_ex
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from .checkpoint import find_resumable
 from .config import Config
 from .data_processing import NMTDataset, load_vocab, make_loader
 from .errors import ConfigError, TorchlingoError
+from .files import write_json, write_lines
 from .models import SimpleTransformer
 from .runtime import seed_everything
 from .training import TrainResult, train_model
@@ -207,23 +205,3 @@ def evaluate_test_set(config: Config, result: TrainResult, test: NMTDataset, run
         "test_sentences": len(hyps),
         **{f"test_{k}": v for k, v in scores.items()},
     }
-
-
-def write_lines(path: Path, lines: list[str]) -> None:
-    """One line each, written to a temporary file and renamed into place."""
-    _write_atomic(path, "".join(line + "\n" for line in lines))
-
-
-def write_json(path: Path, data: dict) -> None:
-    _write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import random
-import sys
 
 import numpy as np
 import torch
@@ -29,23 +27,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device: {name!r} requested but CUDA is not available; use device: cpu or auto")
     return device
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc to keep freed memory for reuse instead of handing it back to the OS (Linux only; True if applied).
-
-    By default every tensor over 32 MB (a batch's vocabulary logits) is a fresh mmap whose pages fault in one by one
-    and are unmapped again when freed: on our 2-core CPUs that made the softmax over the vocabulary 3x slower and
-    cost about a quarter of each training step. With mmap off and a high trim threshold those blocks are reused.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 def cpu_has_fast_bf16() -> bool:

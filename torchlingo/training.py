@@ -20,13 +20,13 @@ import torch
 
 from .checkpoint import check_writable, load_checkpoint, save_checkpoint
 from .config import Config
-from .errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
+from .errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted, first_line
+from .fastpath import keep_freed_memory
 from .loss import sequence_loss
 from .runtime import (
     Precision,
     build_optimizer,
     capture_rng,
-    keep_freed_memory,
     resolve_device,
     restore_rng,
     seed_everything,
@@ -152,9 +152,7 @@ def train_model(  # noqa: C901, PLR0912, PLR0915 (split into a trainer next)
             _load_result_state(result, state["result"])
             restore_rng(state["rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise CheckpointError(
-                f"{resume_from}: cannot resume from this checkpoint ({str(e).splitlines()[0][:200]})"
-            ) from None
+            raise CheckpointError(f"{resume_from}: cannot resume from this checkpoint ({first_line(e)})") from None
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, pos.step, pos.epoch + 1, pos.batch)
 
     logger = RunLogger(config, start_step=pos.step, total_steps=total_steps)

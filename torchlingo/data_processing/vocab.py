@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import DataError
+from ..files import write_bytes, write_text
 
 PAD_IDX, UNK_IDX, BOS_IDX, EOS_IDX = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
@@ -94,7 +95,7 @@ class Vocab(_Specials):
 
     def save(self, path: str | Path) -> None:
         """One token a line, in id order."""
-        Path(path).write_text("\n".join(self.itos) + "\n", encoding="utf-8")
+        write_text(path, "\n".join(self.itos) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Vocab:
@@ -165,7 +166,7 @@ class SentencePieceVocab(_Specials):
             raise DataError(f"{path}: {e}") from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_bytes(self.model_proto)
+        write_bytes(path, self.model_proto)
 
     def __len__(self) -> int:
         return self.sp.get_piece_size()

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import Config
+from ..fastpath import Dropout, attention_in_fp32
 
 
 class KVCache:
@@ -82,30 +83,6 @@ def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
     return table
 
 
-class Dropout(nn.Dropout):
-    """nn.Dropout with a cheaper mask on CPU, where PyTorch draws one random number per element, serially, and dropout
-    was a sixth of a bf16 training step. One 64-bit draw here gives the keep decisions of four elements: each 16-bit
-    lane is uniform, and kept when >= p * 2^16 - 2^15 (p rounded to 1/65536). About 2x faster than nn.Dropout."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0 or x.device.type != "cpu":
-            return super().forward(x)
-        n = x.numel()
-        lanes = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1).view(torch.int16)[:n]
-        # A 0/1 mask in x's dtype: multiplying by a bool mask would convert it in forward and again in backward.
-        keep = torch.ge(lanes.view(x.shape), round(self.p * 2**16) - 2**15, out=torch.empty_like(x))
-        return (x * keep).mul_(1.0 / (1.0 - self.p))
-
-
-def _attention_in_fp32(x: torch.Tensor) -> bool:
-    """bf16 on CPU (a bf16 model or bf16 autocast) computes attention in fp32, the projections in bf16: PyTorch's CPU
-    attention kernels are 3-4x slower in bf16 (backward above all) and attention is a small share of the FLOPs."""
-    return x.device.type == "cpu" and (
-        x.dtype == torch.bfloat16
-        or (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
-    )
-
-
 class Attention(nn.Module):
     """Multi-head attention. Self-attention projects q, k, v with one fused matmul; cross-attention q alone and k, v
     from the encoder memory (once per batch when a cache is used)."""
@@ -144,7 +121,7 @@ class Attention(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
-        upcast = _attention_in_fp32(x)
+        upcast = attention_in_fp32(x)
         # Keys and values are converted before they are cached, so a decoding step does not convert the cache again.
         heads = (lambda t: self._heads(t).float()) if upcast else self._heads
         if self.cross:

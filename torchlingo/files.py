@@ -1,0 +1,72 @@
+"""Atomic file writes: every file torchlingo writes goes to a temporary file beside it, is flushed and fsynced, then
+renamed over the target, so a crash or a full disk leaves the old file or the new one, never a half-written one."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb", before_replace: Callable[[], None] | None = None) -> Iterator[IO]:
+    """Yield a temporary file beside `path` (opened with `mode`); when the block ends without an error it is flushed,
+    fsynced and renamed over `path`. On an error the temporary file is removed and `path` is left as it was.
+    `before_replace` runs just before the rename (checkpoints keep their previous version with it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically."""
+    with atomic_write(path, "w") as f:
+        f.write(text)
+    return Path(path)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically."""
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+    return Path(path)
+
+
+def write_lines(path: str | Path, lines: list[str]) -> Path:
+    """One line each, atomically."""
+    return write_text(path, "".join(line + "\n" for line in lines))
+
+
+def write_json(path: str | Path, data: dict) -> Path:
+    """Indented UTF-8 JSON, atomically."""
+    return write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def fsync_dir(directory: str | Path) -> None:
+    """Make a rename inside `directory` durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
