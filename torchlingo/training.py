@@ -83,12 +83,16 @@ def train_model(  # noqa: C901, PLR0912, PLR0915 (split into a trainer next)
     *,
     resume_from: str | Path | None = None,
     validators=(),
+    run_info: dict | None = None,
+    restart_epoch: bool = False,
 ) -> TrainResult:
     """Train `model` on `train_loader`, validating on `val_loader`; see `Config` for every setting.
 
     Also callable as `train_model(model, (train_loader, val_loader), config)`. `resume_from` continues a run from
     one of its checkpoints. `validators` are extra callables `f(model, step) -> {name: value}` run at each
-    validation (BLEU decoding plugs in here); their values are logged as `val/<name>`.
+    validation (BLEU decoding plugs in here); their values are logged as `val/<name>`. `run_info` (plain values:
+    the corpus fingerprint, tokenizer hashes) is stored in every checkpoint as `state["run_info"]`; `restart_epoch`
+    resumes at the start of the checkpoint's epoch instead of its batch (for a corpus that changed on purpose).
     """
     if isinstance(train_loader, (tuple, list)):
         if isinstance(val_loader, Config) and config is None:
@@ -137,6 +141,7 @@ def train_model(  # noqa: C901, PLR0912, PLR0915 (split into a trainer next)
             "early_stopping": stopper.state_dict(),
             "result": _result_state(result, time.perf_counter() - start_time, int(interval_tokens.item())),
             "config": config.to_dict(grouped=False),
+            "run_info": dict(run_info or {}),
             **{k: v.to_state() for k, v in vocabs.items() if v is not None},
         }
 
@@ -149,6 +154,8 @@ def train_model(  # noqa: C901, PLR0912, PLR0915 (split into a trainer next)
             precision.scaler.load_state_dict(state["scaler"])
             stopper.load_state_dict(state["early_stopping"])
             pos = _Position(**state["position"])
+            if restart_epoch and pos.batch:
+                pos.batch, pos.epoch_loss, pos.epoch_tokens = 0, 0.0, 0
             _load_result_state(result, state["result"])
             restore_rng(state["rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
