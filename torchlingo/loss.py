@@ -8,31 +8,48 @@ import torch.nn.functional as F
 _CHUNK = 128  # rows of log-probabilities at a time: 128 x 8k fp32 stays in a core's L2 cache
 
 
+class LabelSmoothedCrossEntropy(torch.nn.Module):
+    """Label-smoothed cross-entropy of decoder states against target ids, over the non-padding positions only.
+
+    The loss owns the projection to the vocabulary (as in torchtune): it receives the decoder states and the model's
+    output layer, and projects only the non-padding positions (the largest matmul of a step), so padding costs
+    nothing and cannot change the loss or the gradients. Returns (mean loss per target token, number of tokens).
+    Equal to `CrossEntropyLoss(ignore_index=pad_idx, label_smoothing=ls)` over the logits `output_proj(hidden)`.
+    """
+
+    def __init__(self, pad_idx: int = 0, label_smoothing: float = 0.0):
+        super().__init__()
+        self.pad_idx, self.label_smoothing = pad_idx, label_smoothing
+
+    def forward(
+        self, hidden: torch.Tensor, output_proj: torch.nn.Module, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        keep = targets != self.pad_idx  # (B, T)
+        total = self.summed(hidden[keep], output_proj, targets[keep])  # hidden[keep]: (tokens, D)
+        n_tokens = keep.sum()
+        return total / n_tokens.clamp(min=1), n_tokens
+
+    def summed(self, hidden: torch.Tensor, output_proj: torch.nn.Module, targets: torch.Tensor) -> torch.Tensor:
+        """Summed loss of (tokens, D) states: the fused projection + loss where it applies, else the plain one."""
+        device = hidden.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+        plain = not isinstance(output_proj, torch.nn.Linear) or output_proj.bias is not None
+        if dtype is torch.float16 or plain:
+            # fp16 needs the loss scale inside the logits' gradient, which the fused path keeps unscaled
+            logits = output_proj(hidden).float()
+            return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing, reduction="sum")
+        return ProjectedCrossEntropy.apply(hidden, output_proj.weight, targets, self.label_smoothing, dtype)
+
+
 def sequence_loss(
     model, src: torch.Tensor, tgt: torch.Tensor, pad_idx: int = 0, label_smoothing: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher-forced loss of a batch: (mean loss per target token, number of target tokens).
+    """Teacher-forced loss of a batch in one call: (mean loss per target token, number of target tokens).
 
-    `tgt` is `<s> y1 .. yn </s> <pad>..`; the decoder reads tgt[:, :-1] and predicts tgt[:, 1:]. Only the
-    non-padding positions are projected to the vocabulary (the largest matmul), so padding costs nothing and
-    cannot change the loss or the gradients. Equal to `CrossEntropyLoss(ignore_index=pad_idx, label_smoothing=ls)`
-    over `model(src, tgt[:, :-1])`.
+    `tgt` is `<s> y1 .. yn </s> <pad>..`; the decoder reads tgt[:, :-1] and predicts tgt[:, 1:].
     """
-    tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
-    hidden = model(src, tgt_in, hidden_only=True)  # through __call__: a torch.compile'd model runs compiled
-    keep = tgt_out != pad_idx
-    hidden, targets = hidden[keep], tgt_out[keep]
-    device = hidden.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
-    proj = model.output_proj
-    if dtype is torch.float16 or not isinstance(proj, torch.nn.Linear) or proj.bias is not None:
-        # fp16 needs the loss scale inside the logits' gradient, which the fused path keeps unscaled
-        logits = proj(hidden).float()
-        total = F.cross_entropy(logits, targets, label_smoothing=label_smoothing, reduction="sum")
-    else:
-        total = ProjectedCrossEntropy.apply(hidden, proj.weight, targets, label_smoothing, dtype)
-    n_tokens = keep.sum()
-    return total / n_tokens.clamp(min=1), n_tokens
+    hidden = model(src, tgt[:, :-1], hidden_only=True)  # through __call__: a torch.compile'd model runs compiled
+    return LabelSmoothedCrossEntropy(pad_idx, label_smoothing)(hidden, model.output_proj, tgt[:, 1:])
 
 
 class ProjectedCrossEntropy(torch.autograd.Function):
