@@ -194,18 +194,18 @@ def test_resume_from_best_pt_when_last_is_damaged(toy_data, monkeypatch):
         return model, result
 
     ref_model, ref = run("reference")
-    real = T.sequence_loss
-    calls = [0]
+    real, calls = T.LabelSmoothedCrossEntropy, [0]
 
-    def nan_in_epoch_2(*args, **kwargs):  # 6 batches an epoch: a NaN at the first batch of epoch 2 stops the run
-        loss, n = real(*args, **kwargs)
-        calls[0] += args[0].training
-        return (loss * float("nan") if calls[0] == 7 and args[0].training else loss), n
+    class NanInEpoch2(real):  # 6 batches an epoch: a NaN at the first batch of epoch 2 stops the run
+        def forward(self, *args, **kwargs):
+            loss, n = super().forward(*args, **kwargs)
+            calls[0] += 1
+            return (loss * float("nan") if calls[0] == 7 else loss), n
 
-    monkeypatch.setattr(T, "sequence_loss", nan_in_epoch_2)
+    monkeypatch.setattr(T, "LabelSmoothedCrossEntropy", NanInEpoch2)
     with pytest.raises(TrainingError):
         run("broken")
-    monkeypatch.setattr(T, "sequence_loss", real)
+    monkeypatch.setattr(T, "LabelSmoothedCrossEntropy", real)
     ckpts = toy_data / "runs" / "broken" / "checkpoints"
     best, last = (torch.load(ckpts / f, weights_only=True)["position"] for f in ("best.pt", "last.pt"))
     assert (best["step"], best["epoch"], best["batch"]) == (last["step"], last["epoch"], last["batch"]) == (6, 1, 0)

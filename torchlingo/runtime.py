@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
+import signal
+import threading
 
 import numpy as np
 import torch
 
 from .config import Config
 from .errors import ConfigError
+
+log = logging.getLogger("torchlingo")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -133,3 +138,32 @@ def restore_rng(state: dict) -> None:
 
 def _as_tuple(x):
     return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+class StopSignals:
+    """While training: SIGINT, SIGTERM and SIGHUP (a closed terminal, a dropped ssh session) set `received`; the loop
+    saves last.pt after the current step and stops. A second SIGINT while waiting raises KeyboardInterrupt at once.
+    Installed only in the main thread (Python delivers signals there); elsewhere `received` stays None."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+        log.warning("%s received: stopping after this step and saving last.pt", signal.Signals(signum).name)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}

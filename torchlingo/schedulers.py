@@ -1,4 +1,4 @@
-"""Learning-rate schedules. `build_scheduler(optimizer, config, total_steps)` is all the training loop calls.
+"""Learning-rate schedules. The training loop holds a `Schedule`: `build_scheduler` plus when it steps.
 
 The multipliers below give the learning rate of optimizer step n (1-based) as a fraction of `learning_rate`.
 """
@@ -48,5 +48,28 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: Config, total_step
     return LambdaLR(optimizer, lambda k: 1.0)
 
 
-def is_plateau(scheduler) -> bool:
-    return isinstance(scheduler, ReduceLROnPlateau)
+# When each schedule steps: after every optimizer step, or after every validation (stepped with the validation loss).
+STEPS_ON = {"cosine": "step", "transformer": "step", "noam": "step", "none": "step", "plateau": "validation"}
+
+
+class Schedule:
+    """The learning-rate scheduler of a run together with the moment it steps (`STEPS_ON`), so the training loop
+    calls `after_step()` and `after_validation(loss)` and never asks which kind of schedule it has."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, config: Config, total_steps: int):
+        self.scheduler = build_scheduler(optimizer, config, total_steps)
+        self.steps_on = STEPS_ON[config.scheduler_type]
+
+    def after_step(self) -> None:
+        if self.steps_on == "step":
+            self.scheduler.step()
+
+    def after_validation(self, val_loss: float) -> None:
+        if self.steps_on == "validation":
+            self.scheduler.step(val_loss)
+
+    def state_dict(self) -> dict:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state)

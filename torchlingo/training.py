@@ -1,18 +1,27 @@
 """train_model: the training loop, and only the loop.
 
-Each optimizer step is the five steps of the docs: zero the gradients, forward under autocast, label-smoothed
-cross-entropy over the non-padding tokens, backward (scaled for fp16), clip and update, then step the schedule.
-Validation, early stopping, logging and checkpoints are called from here and written in their own modules.
+A `Trainer` holds one run: model, optimizer, schedule, precision, data, and where the loop is (`Position`). Each
+optimizer step is the five steps of the docs (`Trainer.train_step`):
+
+    1. zero the gradients
+    2. forward: decoder states for the gold target prefix (teacher forcing), under autocast
+    3. loss: label-smoothed cross-entropy over the non-padding target tokens
+    4. backward (scaled for fp16), once per batch of the step (gradient accumulation)
+    5. update: clip the gradient norm, optimizer step, then the learning-rate schedule
+
+Everything else is called from the loop and written in its own method or module: the resume fast-forward, the
+NaN rule, logging, validation and early stopping (validation.py), checkpoints (checkpoint.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import signal
-import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,16 +31,17 @@ from .checkpoint import check_writable, load_checkpoint, save_checkpoint
 from .config import Config
 from .errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted, first_line
 from .fastpath import keep_freed_memory
-from .loss import sequence_loss
+from .loss import LabelSmoothedCrossEntropy
 from .runtime import (
     Precision,
+    StopSignals,
     build_optimizer,
     capture_rng,
     resolve_device,
     restore_rng,
     seed_everything,
 )
-from .schedulers import build_scheduler, is_plateau
+from .schedulers import Schedule
 from .tracking import RunLogger
 from .validation import EarlyStopping, validation_loss
 
@@ -63,8 +73,8 @@ class TrainResult:
 
 
 @dataclass
-class _Position:
-    """Where the loop is: everything besides model/optimizer/scheduler state that a resume needs."""
+class Position:
+    """Where the loop is: everything besides model/optimizer/schedule state that a resume needs."""
 
     step: int = 0
     epoch: int = 0
@@ -75,7 +85,50 @@ class _Position:
     bad_steps: int = 0  # optimizer steps in a row skipped for a non-finite loss
 
 
-def train_model(  # noqa: C901, PLR0912, PLR0915 (split into a trainer next)
+class LossMeter:
+    """Token-weighted loss sums kept on the device, so a step needs no host sync: one pair for the current log
+    interval, one for the epoch. A non-finite batch adds nothing (its update is skipped anyway)."""
+
+    def __init__(self, device: torch.device, epoch_loss: float = 0.0, epoch_tokens: int = 0):
+        self.interval_loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.interval_tokens = torch.zeros((), dtype=torch.int64, device=device)
+        self.epoch_loss = torch.tensor(epoch_loss, dtype=torch.float64, device=device)
+        self.epoch_tokens = torch.tensor(epoch_tokens, dtype=torch.int64, device=device)
+
+    def add(self, loss: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+        """Count one batch's mean loss over `n_tokens` tokens; returns whether the loss was finite (on the device)."""
+        finite = torch.isfinite(loss.detach())
+        n_tokens = n_tokens * finite
+        weighted = torch.where(finite, loss.detach().double(), 0.0) * n_tokens
+        self.interval_loss += weighted
+        self.interval_tokens += n_tokens
+        self.epoch_loss += weighted
+        self.epoch_tokens += n_tokens
+        return finite
+
+    def take_interval(self) -> tuple[float, int]:
+        """(mean loss, tokens) of the interval since the last call, and start a new one."""
+        tokens = int(self.interval_tokens.item())
+        mean = (self.interval_loss / max(tokens, 1)).item()
+        self.interval_loss.zero_()
+        self.interval_tokens.zero_()
+        return mean, tokens
+
+    def start_epoch(self) -> None:
+        self.epoch_loss.zero_()
+        self.epoch_tokens.zero_()
+
+    def epoch_mean(self) -> float:
+        return (self.epoch_loss / self.epoch_tokens.clamp(min=1)).item()
+
+    def epoch_sums(self) -> tuple[float, int]:
+        return self.epoch_loss.item(), int(self.epoch_tokens.item())
+
+    def pending_tokens(self) -> int:
+        return int(self.interval_tokens.item())
+
+
+def train_model(
     model: torch.nn.Module,
     train_loader,
     val_loader=None,
@@ -94,6 +147,15 @@ def train_model(  # noqa: C901, PLR0912, PLR0915 (split into a trainer next)
     the corpus fingerprint, tokenizer hashes) is stored in every checkpoint as `state["run_info"]`; `restart_epoch`
     resumes at the start of the checkpoint's epoch instead of its batch (for a corpus that changed on purpose).
     """
+    train_loader, val_loader, config = _loaders_and_config(train_loader, val_loader, config)
+    trainer = Trainer(model, train_loader, val_loader, config, validators, run_info)
+    if resume_from is not None:
+        trainer.resume(resume_from, restart_epoch)
+    return trainer.fit()
+
+
+def _loaders_and_config(train_loader, val_loader, config):
+    """Accept both call forms: (model, train, val, config) and (model, (train, val), config)."""
     if isinstance(train_loader, (tuple, list)):
         if isinstance(val_loader, Config) and config is None:
             config, val_loader = val_loader, None
@@ -101,253 +163,293 @@ def train_model(  # noqa: C901, PLR0912, PLR0915 (split into a trainer next)
             raise TypeError("pass the loaders either as a (train, val) pair or separately, not both")
         train_loader, val_loader = train_loader
     config = config or Config()
-    if config.early_stopping_metric == "bleu" and not (validators or (config.eval_bleu and val_loader is not None)):
-        raise ConfigError(
-            "early_stopping_metric: bleu needs a validation set and eval_bleu: true "
-            "(or a validator that returns 'bleu')"
-        )
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    seed_everything(config.seed)
-    device = resolve_device(config.device)
-    model.to(device)
-    if device.type == "cpu":
-        keep_freed_memory()  # large tensors are reused instead of page-faulted in every step
-    optimizer = build_optimizer(model, config)
-    precision = Precision(config, device)
-    steps_per_epoch = math.ceil(len(train_loader) / config.accumulation_steps)
-    total_steps = steps_per_epoch * config.num_epochs
-    if config.max_steps:
-        total_steps = min(total_steps, config.max_steps)
-    scheduler = build_scheduler(optimizer, config, total_steps)
-    metric_mode = "max" if config.early_stopping_metric == "bleu" else "min"
-    stopper = EarlyStopping(config.patience, metric_mode)
-    ckpt_dir = config.run_dir / "checkpoints"
-    if config.save_checkpoints:
-        check_writable(ckpt_dir)  # an unwritable run directory fails now, not hours later
-    result, pos = TrainResult(run_dir=config.run_dir), _Position()
-    vocabs = {k: getattr(getattr(train_loader, "dataset", None), k, None) for k in ("src_vocab", "tgt_vocab")}
+    return train_loader, val_loader, config
 
-    def checkpoint_state() -> dict:
+
+class Trainer:
+    """One training run. `fit()` is the loop; each method below is one thing the loop does."""
+
+    def __init__(self, model, train_loader, val_loader, config: Config, validators=(), run_info=None):
+        if config.early_stopping_metric == "bleu" and not (validators or (config.eval_bleu and val_loader)):
+            raise ConfigError(
+                "early_stopping_metric: bleu needs a validation set and eval_bleu: true "
+                "(or a validator that returns 'bleu')"
+            )
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        seed_everything(config.seed)
+        self.config, self.train_loader, self.val_loader = config, train_loader, val_loader
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # large tensors are reused instead of page-faulted in every step
+        self.forward = torch.compile(model) if config.compile else model
+        self.loss_fn = LabelSmoothedCrossEntropy(config.pad_idx, config.label_smoothing)
+        self.optimizer = build_optimizer(model, config)
+        self.precision = Precision(config, self.device)
+        self.batches_per_epoch = len(train_loader)
+        self.total_steps = _planned_steps(self.batches_per_epoch, config)
+        self.schedule = Schedule(self.optimizer, config, self.total_steps)
+        self.stopper = EarlyStopping(config.patience, "max" if config.early_stopping_metric == "bleu" else "min")
+        self.ckpt_dir = config.run_dir / "checkpoints"
+        if config.save_checkpoints:
+            check_writable(self.ckpt_dir)  # an unwritable run directory fails now, not hours later
+        self.result, self.pos = TrainResult(run_dir=config.run_dir), Position()
+        self.validators, self.run_info = tuple(validators), dict(run_info or {})
+        self.pending_best = False  # best.pt waits for the next save, where the position is resumable
+        self.last_validated_step = -1
+        self.session_start = time.perf_counter()
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        """Train until the step budget, the epoch budget, early stopping or a signal ends the run:
+
+        for each epoch:
+            for each optimizer step's batches (accumulation_steps of them, fewer at the epoch's end):
+                train_step(batches)        the five steps
+                after_step()               log, validate, checkpoint when due; stop when told to
+            end of the epoch: epoch losses, validation, early stopping, last.pt
+        (stopped mid-epoch: validation and last.pt at the true position, so a resume continues there)
+        """
+        self.start_session()
+        try:
+            with StopSignals() as signals:
+                while not self.finished():
+                    for batches in self.epoch_steps():
+                        self.train_step(batches)
+                        if self.after_step() or signals.received:
+                            break
+                    if signals.received:
+                        self.interrupt(signals.received)
+                    self.end_epoch_or_run()
+        finally:
+            self.end_session()
+        return self.result
+
+    def train_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """One optimizer step over `batches` (accumulation_steps of them): the five steps."""
+        self.optimizer.zero_grad(set_to_none=True)  # 1. zero the gradients
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        for src, tgt in batches:
+            src, tgt = src.to(self.device, non_blocking=True), tgt.to(self.device, non_blocking=True)
+            with self.precision.autocast():
+                hidden = self.forward(src, tgt[:, :-1], hidden_only=True)  # 2. forward: (B, T, D) states
+                loss, n_tokens = self.loss_fn(hidden, self.model.output_proj, tgt[:, 1:])  # 3. loss
+            self.precision.backward(loss / self.config.accumulation_steps)  # 4. backward
+            finite &= self.meter.add(loss, n_tokens)
+        if bool(finite):  # the one host sync of a step: a non-finite update must never be applied
+            self.precision.step(self.optimizer, self.model.parameters(), self.config.grad_clip)  # 5. update
+            self.pos.bad_steps = 0
+        else:
+            self.skip_update()
+        self.schedule.after_step()
+        self.pos.batch += len(batches)
+        self.pos.step += 1
+
+    # -- around the steps ---------------------------------------------------------------------------------
+    def start_session(self) -> None:
+        self.model.train()
+        self.logger = RunLogger(self.config, start_step=self.pos.step, total_steps=self.total_steps)
+        if self.config.eval_bleu and self.val_loader is not None:  # val/bleu, val/chrf, sample translations
+            from .evaluation import BleuValidator
+
+            self.validators += (BleuValidator(self.val_loader.dataset, self.config, self.logger),)
+        self.meter = LossMeter(self.device, self.pos.epoch_loss, self.pos.epoch_tokens)
+        self.session_start = time.perf_counter()
+
+    def end_session(self) -> None:
+        self.result.train_time += time.perf_counter() - self.session_start
+        self.result.target_tokens += self.meter.pending_tokens()
+        self.result.steps = self.pos.step
+        self.logger.close()
+
+    def finished(self) -> bool:
+        """Nothing left to train: the step or epoch budget is spent, or early stopping has said stop."""
+        pos, c = self.pos, self.config
+        return pos.step >= self.total_steps or pos.epoch >= c.num_epochs or self.stopper.should_stop
+
+    def epoch_steps(self) -> Iterator[list]:
+        """This epoch's batches, grouped by optimizer step, after those a resumed run already trained on.
+
+        The data iterator is created from the random state saved at the epoch's start, so a shuffling loader draws
+        the same order it drew the first time; the skipped batches are then passed over, and the random state of
+        the resumed position restored."""
+        pos = self.pos
+        _set_epoch(self.train_loader, pos.epoch)
+        if pos.batch == 0:
+            pos.epoch_rng = capture_rng()
+        resume_rng = capture_rng() if pos.batch else None
+        restore_rng(pos.epoch_rng)
+        batches = iter(self.train_loader)
+        skipped = sum(1 for _ in itertools.islice(batches, pos.batch))
+        if skipped < pos.batch:
+            raise TrainingError(
+                f"resume: the checkpoint is at batch {pos.batch} of epoch {pos.epoch + 1}, but the training data now "
+                f"has {skipped} batches in that epoch (the corpus or the batching settings changed); "
+                "start a new run, or resume with restart_epoch to begin this epoch again"
+            )
+        if resume_rng is not None:
+            restore_rng(resume_rng)
+        while group := list(itertools.islice(batches, self.config.accumulation_steps)):
+            yield group
+
+    def after_step(self) -> bool:
+        """Log, validate and checkpoint when due. True when training must stop here (budget or early stopping)."""
+        pos, c = self.pos, self.config
+        self.logger.advance()
+        if pos.step % c.log_interval == 0 or pos.step == self.total_steps:
+            self.log_interval()
+        if pos.batch < self.batches_per_epoch:  # the epoch's end validates and saves anyway
+            due_val = self.val_loader is not None and c.val_interval and pos.step % c.val_interval == 0
+            due_ckpt = c.checkpoint_interval and pos.step % c.checkpoint_interval == 0
+            if due_val:
+                self.validate()
+            if due_val or due_ckpt:
+                self.save(last=bool(due_ckpt))
+        return pos.step >= self.total_steps or self.stopper.should_stop
+
+    def end_epoch_or_run(self) -> None:
+        """At the end of an epoch: epoch losses, validation, last.pt. Stopped before the epoch's end (step budget or
+        early stopping): the same, with last.pt at the true position, so a larger budget continues exactly there."""
+        pos, result = self.pos, self.result
+        if self.val_loader is not None and self.last_validated_step != pos.step:
+            self.validate()
+        epoch_done = pos.batch >= self.batches_per_epoch
+        train_loss = self.meter.epoch_mean()
+        if epoch_done:
+            self.record_epoch(train_loss)
+            pos.epoch, pos.batch, pos.epoch_rng = pos.epoch + 1, 0, None
+            self.meter.start_epoch()
+            result.epochs = pos.epoch
+        self.save(last=True)
+        if not epoch_done:  # the partial epoch is reported, not stored: a resume finishes this epoch
+            self.record_epoch(train_loss)
+        if self.stopper.should_stop:
+            result.stopped_early = True
+            log.info("early stopping at step %d: no improvement in %d validations", pos.step, self.config.patience)
+
+    def record_epoch(self, train_loss: float) -> None:
+        """train/epoch_loss and val/epoch_loss, the epoch's lists in the result, and the one-line summary."""
+        epoch, result = self.pos.epoch + 1, self.result
+        result.train_losses.append(train_loss)
+        self.logger.scalar("train/epoch_loss", train_loss, epoch)
+        val_loss = None
+        if self.val_loader is not None:
+            val_loss = result.history[-1]["val_loss"]
+            result.val_losses.append(val_loss)
+            self.logger.scalar("val/epoch_loss", val_loss, epoch)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.logger.epoch_summary(epoch, self.pos.step, train_loss, val_loss, lr)
+
+    def log_interval(self) -> None:
+        loss, tokens = self.meter.take_interval()
+        self.result.target_tokens += tokens
+        self.logger.log_train(self.pos.step, loss, self.optimizer.param_groups[0]["lr"], tokens)
+
+    def skip_update(self) -> None:
+        """Drop the gradients of a step whose loss was NaN or infinite; too many in a row end the run."""
+        self.optimizer.zero_grad(set_to_none=True)
+        pos, limit = self.pos, self.config.max_bad_steps
+        pos.bad_steps += 1
+        if pos.bad_steps >= limit:
+            raise TrainingError(
+                f"step {pos.step + 1}: the loss was NaN or infinite in {pos.bad_steps} steps in a row "
+                f"(max_bad_steps: {limit}); lower learning_rate or check the data; the last good checkpoint is kept"
+            )
+        log.warning(
+            "step %d: NaN or infinite loss, update skipped (%d in a row, stopping at %d)",
+            pos.step + 1,
+            pos.bad_steps,
+            limit,
+        )
+
+    # -- validation and checkpoints -----------------------------------------------------------------------
+    def validate(self) -> None:
+        """Validation loss and the validators' metrics, logged; the schedule and early stopping see them."""
+        pos, result = self.pos, self.result
+        record = {"step": pos.step, "epoch": pos.epoch + 1}
+        record["val_loss"] = validation_loss(
+            self.model, self.val_loader, self.device, self.precision, self.config.pad_idx
+        )
+        for validator in self.validators:
+            record.update(validator(self.model, pos.step))
+        for name, value in record.items():
+            if name not in ("step", "epoch", "val_loss") and isinstance(value, (int, float)):
+                self.logger.scalar(f"val/{name}", value, pos.step)
+        self.logger.scalar("val/loss", record["val_loss"], pos.step)
+        result.history.append(record)
+        result.best_val_loss = min(result.best_val_loss, record["val_loss"])
+        self.schedule.after_validation(record["val_loss"])
+        metric = record["bleu"] if self.config.early_stopping_metric == "bleu" else record["val_loss"]
+        if self.stopper.update(metric):
+            result.best_metric, result.best_step = metric, pos.step
+            self.pending_best = self.config.save_checkpoints
+        self.last_validated_step = pos.step
+
+    def save(self, last: bool = True) -> None:
+        """best.pt after an improvement, and last.pt: both written at a resumable position."""
+        if not self.config.save_checkpoints or not (last or self.pending_best):
+            return
+        state = self.state_dict()
+        if self.pending_best:
+            self.result.best_checkpoint = save_checkpoint(state, self.ckpt_dir / "best.pt")
+            self.pending_best = False
+        if last:
+            self.result.last_checkpoint = save_checkpoint(state, self.ckpt_dir / "last.pt", keep_previous=True)
+
+    def state_dict(self) -> dict:
+        """Everything a resume needs, as tensors and plain values (checkpoints load with weights_only=True)."""
+        self.pos.epoch_loss, self.pos.epoch_tokens = self.meter.epoch_sums()
+        vocabs = {k: getattr(getattr(self.train_loader, "dataset", None), k, None) for k in ("src_vocab", "tgt_vocab")}
+        session = time.perf_counter() - self.session_start
         return {
-            "model": model.state_dict(),
-            "model_args": getattr(model, "args", {}),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": precision.scaler.state_dict(),
+            "model": self.model.state_dict(),
+            "model_args": getattr(self.model, "args", {}),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "scaler": self.precision.scaler.state_dict(),
             "rng": capture_rng(),
-            "position": dataclasses.asdict(pos),
-            "sampler": _sampler_state(train_loader),
-            "early_stopping": stopper.state_dict(),
-            "result": _result_state(result, time.perf_counter() - start_time, int(interval_tokens.item())),
-            "config": config.to_dict(grouped=False),
-            "run_info": dict(run_info or {}),
+            "position": dataclasses.asdict(self.pos),
+            "sampler": _sampler_state(self.train_loader),
+            "early_stopping": self.stopper.state_dict(),
+            "result": _result_state(self.result, session, self.meter.pending_tokens()),
+            "config": self.config.to_dict(grouped=False),
+            "run_info": self.run_info,
             **{k: v.to_state() for k, v in vocabs.items() if v is not None},
         }
 
-    if resume_from is not None:
-        state = load_checkpoint(resume_from, map_location=device)
+    def resume(self, path: str | Path, restart_epoch: bool = False) -> None:
+        """Load a checkpoint's model, optimizer, schedule, random state and position."""
+        state = load_checkpoint(path, map_location=self.device)
         try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            precision.scaler.load_state_dict(state["scaler"])
-            stopper.load_state_dict(state["early_stopping"])
-            pos = _Position(**state["position"])
-            if restart_epoch and pos.batch:
-                pos.batch, pos.epoch_loss, pos.epoch_tokens = 0, 0.0, 0
-            _load_result_state(result, state["result"])
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["scheduler"])
+            self.precision.scaler.load_state_dict(state["scaler"])
+            self.stopper.load_state_dict(state["early_stopping"])
+            self.pos = Position(**state["position"])
+            _load_result_state(self.result, state["result"])
             restore_rng(state["rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise CheckpointError(f"{resume_from}: cannot resume from this checkpoint ({first_line(e)})") from None
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, pos.step, pos.epoch + 1, pos.batch)
+            raise CheckpointError(f"{path}: cannot resume from this checkpoint ({first_line(e)})") from None
+        if restart_epoch and self.pos.batch:
+            self.pos.batch, self.pos.epoch_loss, self.pos.epoch_tokens = 0, 0.0, 0
+        pos = self.pos
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", path, pos.step, pos.epoch + 1, pos.batch)
 
-    logger = RunLogger(config, start_step=pos.step, total_steps=total_steps)
-    if config.eval_bleu and val_loader is not None:  # decode the validation set: val/bleu, val/chrf, sample text
-        from .evaluation import BleuValidator
-
-        validators = (*validators, BleuValidator(val_loader.dataset, config, logger))
-    train_model_fn = torch.compile(model) if config.compile else model
-
-    def validate() -> bool:
-        """Validate, log, keep the best checkpoint; returns True when early stopping says stop."""
-        record = {"step": pos.step, "epoch": pos.epoch + 1}
-        record["val_loss"] = validation_loss(model, val_loader, device, precision, config.pad_idx)
-        for validator in validators:
-            record.update(validator(model, pos.step))
-        for name, value in record.items():
-            if name not in ("step", "epoch", "val_loss") and isinstance(value, (int, float)):
-                logger.scalar(f"val/{name}", value, pos.step)
-        logger.scalar("val/loss", record["val_loss"], pos.step)
-        result.history.append(record)
-        result.best_val_loss = min(result.best_val_loss, record["val_loss"])
-        if is_plateau(scheduler):
-            scheduler.step(record["val_loss"])
-        metric = record["bleu"] if config.early_stopping_metric == "bleu" else record["val_loss"]
-        nonlocal pending_best
-        if stopper.update(metric):
-            result.best_metric, result.best_step = metric, pos.step
-            pending_best = config.save_checkpoints
-        return stopper.should_stop
-
-    pending_best = False  # best.pt waits for save_last, where the position is consistent and resumable
-
-    def save_last(last: bool = True) -> None:
-        """best.pt after an improvement, and last.pt: written where the position is consistent (resumable)."""
-        nonlocal pending_best
-        if config.save_checkpoints and (last or pending_best):
-            state = checkpoint_state()
-            if pending_best:
-                result.best_checkpoint = save_checkpoint(state, ckpt_dir / "best.pt")
-                pending_best = False
-            if last:
-                result.last_checkpoint = save_checkpoint(state, ckpt_dir / "last.pt", keep_previous=True)
-
-    model.train()
-    start_time, done = time.perf_counter(), pos.step >= total_steps
-    interval_loss = torch.zeros((), dtype=torch.float64, device=device)
-    interval_tokens = torch.zeros((), dtype=torch.int64, device=device)
-    stop_signal = _SignalFlag()
-    try:
-        while not done and pos.epoch < config.num_epochs:
-            _set_epoch(train_loader, pos.epoch)
-            if pos.batch == 0:
-                pos.epoch_rng = capture_rng()
-            resume_rng = capture_rng() if pos.batch else None
-            restore_rng(pos.epoch_rng)  # the iterator draws its shuffling seed now, as it did first time round
-            batches = iter(train_loader)
-            for _ in range(pos.batch):  # fast-forward to where a resumed run stopped
-                next(batches)
-            if resume_rng is not None:
-                restore_rng(resume_rng)
-            epoch_loss = torch.tensor(pos.epoch_loss, dtype=torch.float64, device=device)
-            epoch_tokens = torch.tensor(pos.epoch_tokens, dtype=torch.int64, device=device)
-            stop = False
-            for src, tgt in batches:
-                micro = pos.batch % config.accumulation_steps
-                if micro == 0:
-                    optimizer.zero_grad(set_to_none=True)  # 1. zero the gradients
-                src, tgt = src.to(device, non_blocking=True), tgt.to(device, non_blocking=True)
-                with precision.autocast():  # 2. forward, 3. loss
-                    loss, n_tokens = sequence_loss(train_model_fn, src, tgt, config.pad_idx, config.label_smoothing)
-                precision.backward(loss / config.accumulation_steps)  # 4. backward
-                pos.batch += 1
-                finite = torch.isfinite(loss.detach())
-                step_finite = finite if micro == 0 else step_finite & finite  # noqa: F821
-                n_tokens = n_tokens * finite  # a non-finite batch counts for nothing in the averages
-                weighted = torch.where(finite, loss.detach().double(), 0.0) * n_tokens
-                epoch_loss += weighted
-                epoch_tokens += n_tokens
-                interval_loss += weighted
-                interval_tokens += n_tokens
-                if micro + 1 < config.accumulation_steps and pos.batch < len(train_loader):
-                    continue
-                # One host sync per optimizer step: the update must be skipped before it is applied.
-                if bool(step_finite):
-                    precision.step(optimizer, model.parameters(), config.grad_clip)  # 5. clip, update
-                    pos.bad_steps = 0
-                else:
-                    _skip_bad_step(optimizer, pos, config)
-                if not is_plateau(scheduler):
-                    scheduler.step()
-                pos.step += 1
-                logger.advance()
-                if pos.step % config.log_interval == 0 or pos.step == total_steps:
-                    tokens = int(interval_tokens.item())
-                    result.target_tokens += tokens
-                    logger.log_train(
-                        pos.step, (interval_loss / max(tokens, 1)).item(), optimizer.param_groups[0]["lr"], tokens
-                    )
-                    interval_loss.zero_()
-                    interval_tokens.zero_()
-                end_of_epoch = pos.batch == len(train_loader)
-                due_val = bool(val_loader is not None and config.val_interval and pos.step % config.val_interval == 0)
-                due_ckpt = bool(config.checkpoint_interval and pos.step % config.checkpoint_interval == 0)
-                if (due_val or due_ckpt) and not end_of_epoch:
-                    pos.epoch_loss, pos.epoch_tokens = epoch_loss.item(), int(epoch_tokens.item())
-                    stop = validate() if due_val else False
-                    save_last(last=due_ckpt)
-                if stop_signal.signum is not None:
-                    pos.epoch_loss, pos.epoch_tokens = epoch_loss.item(), int(epoch_tokens.item())
-                    break
-                if stop or pos.step >= total_steps:
-                    break
-            if stop_signal.signum is not None:
-                save_last()
-                name = signal.Signals(stop_signal.signum).name
-                where = f"; saved {result.last_checkpoint}, continue with --resume" if result.last_checkpoint else ""
-                raise TrainingInterrupted(f"{name} received: stopped at step {pos.step}{where}", stop_signal.signum)
-            # End of an epoch (or of training): epoch averages, validation, last checkpoint.
-            if pos.batch == len(train_loader) or pos.step >= total_steps or stop:
-                train_loss = (epoch_loss / epoch_tokens.clamp(min=1)).item()
-                result.train_losses.append(train_loss)
-                logger.scalar("train/epoch_loss", train_loss, pos.epoch + 1)
-                if val_loader is not None:
-                    if not stop:
-                        stop = validate()
-                    result.val_losses.append(result.history[-1]["val_loss"])
-                    logger.scalar("val/epoch_loss", result.val_losses[-1], pos.epoch + 1)
-                logger.epoch_summary(
-                    pos.epoch + 1,
-                    pos.step,
-                    train_loss,
-                    result.val_losses[-1] if val_loader is not None else None,
-                    optimizer.param_groups[0]["lr"],
-                )
-                pos.epoch, pos.batch, pos.epoch_loss, pos.epoch_tokens = pos.epoch + 1, 0, 0.0, 0
-                result.epochs = pos.epoch
-                save_last()
-                if stop:
-                    result.stopped_early = True
-                    log.info("early stopping at step %d: no improvement in %d validations", pos.step, config.patience)
-                done = stop or pos.step >= total_steps
-    finally:
-        stop_signal.restore()
-        result.train_time += time.perf_counter() - start_time
-        result.target_tokens += int(interval_tokens.item())
-        logger.close()
-    result.steps = pos.step
-    return result
+    def interrupt(self, signum: int) -> None:
+        """A signal asked to stop: save last.pt where the loop is and raise TrainingInterrupted."""
+        self.save()
+        name = signal.Signals(signum).name
+        last = self.result.last_checkpoint
+        where = f"; saved {last}, continue with --resume" if last else ""
+        raise TrainingInterrupted(f"{name} received: stopped at step {self.pos.step}{where}", signum)
 
 
-def _skip_bad_step(optimizer, pos: _Position, config: Config) -> None:
-    """Drop the gradients of a step whose loss was NaN or infinite; too many in a row end the run."""
-    optimizer.zero_grad(set_to_none=True)
-    pos.bad_steps += 1
-    if pos.bad_steps >= config.max_bad_steps:
-        raise TrainingError(
-            f"step {pos.step + 1}: the loss was NaN or infinite in {pos.bad_steps} steps in a row "
-            f"(max_bad_steps: {config.max_bad_steps}); lower learning_rate or check the data; "
-            "the last good checkpoint is kept"
-        )
-    log.warning(
-        "step %d: NaN or infinite loss, update skipped (%d in a row, stopping at %d)",
-        pos.step + 1,
-        pos.bad_steps,
-        config.max_bad_steps,
-    )
-
-
-class _SignalFlag:
-    """SIGINT / SIGTERM set `signum`; the loop saves last.pt after the current step and stops. A second SIGINT
-    while waiting raises KeyboardInterrupt at once. Only installed in the main thread (signals need it)."""
-
-    def __init__(self):
-        self.signum, self._previous = None, {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-        log.warning("%s received: stopping after this step and saving last.pt", signal.Signals(signum).name)
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
+def _planned_steps(batches_per_epoch: int, config: Config) -> int:
+    """Optimizer steps the run is planned for: every epoch's steps, or max_steps if that comes first."""
+    total = math.ceil(batches_per_epoch / config.accumulation_steps) * config.num_epochs
+    return min(total, config.max_steps) if config.max_steps else total
 
 
 def _set_epoch(loader, epoch: int) -> None:
