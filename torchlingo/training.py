@@ -365,14 +365,18 @@ class Trainer:
 
     # -- validation and checkpoints -----------------------------------------------------------------------
     def validate(self) -> None:
-        """Validation loss and the validators' metrics, logged; the schedule and early stopping see them."""
+        """Validation loss and the validators' metrics, logged; the schedule and early stopping see them.
+
+        The training random state is put back afterwards (each DataLoader iterator draws a seed from it), so how
+        often a run validates never changes what it trains: a run stopped and extended equals the straight one."""
         pos, result = self.pos, self.result
+        rng = capture_rng()
         record = {"step": pos.step, "epoch": pos.epoch + 1}
-        record["val_loss"] = validation_loss(
-            self.model, self.val_loader, self.device, self.precision, self.config.pad_idx
-        )
+        c = self.config
+        record["val_loss"] = validation_loss(self.model, self.val_loader, self.device, self.precision, c.pad_idx)
         for validator in self.validators:
             record.update(validator(self.model, pos.step))
+        restore_rng(rng)
         for name, value in record.items():
             if name not in ("step", "epoch", "val_loss") and isinstance(value, (int, float)):
                 self.logger.scalar(f"val/{name}", value, pos.step)
