@@ -1,5 +1,6 @@
-"""Models: the encoder-decoder Transformer."""
+"""Models: the encoder-decoder Transformer and the KV cache its decoding steps use."""
 
-from .transformer import KVCache, SimpleTransformer
+from .kv_cache import KVCache
+from .transformer import SimpleTransformer
 
 __all__ = ["SimpleTransformer", "KVCache"]

@@ -20,57 +20,7 @@ import torch.nn.functional as F
 
 from ..config import Config
 from ..fastpath import Dropout, attention_in_fp32
-
-
-class KVCache:
-    """Keys and values of every decoder layer for incremental decoding.
-
-    Self-attention rows are sentences (greedy) or sentences x beams; their keys/values live in buffers with room for
-    `capacity` positions, so a step writes its one new position instead of copying the whole past (grown by doubling
-    when a sequence outlives the capacity). Cross-attention rows are always sentences: a sentence's beams share its
-    source (see Attention)."""
-
-    def __init__(self, num_layers: int, capacity: int = 64):
-        self.self_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers  # (rows, H, capacity, D/H)
-        self.cross_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
-        self.length = 0  # positions decoded so far
-        self.capacity = capacity  # positions a layer's first buffers make room for
-
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write this step's keys/values (rows, H, new, D/H) after the cached ones; returns views of all of them."""
-        end = self.length + k.size(2)
-        buffers = self.self_kv[layer]
-        if buffers is None or end > buffers[0].size(2):
-            room = max(self.capacity, end) if buffers is None else max(2 * buffers[0].size(2), end)
-            grown = [t.new_empty(t.size(0), t.size(1), room, t.size(3)) for t in (k, v)]
-            if buffers is not None:
-                for new, old in zip(grown, buffers):
-                    new[:, :, : self.length] = old[:, :, : self.length]
-            buffers = self.self_kv[layer] = tuple(grown)
-        buffers[0][:, :, self.length : end] = k
-        buffers[1][:, :, self.length : end] = v
-        return buffers[0][:, :, :end], buffers[1][:, :, :end]
-
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep (and reorder to) these rows of both caches: greedy decoding drops its finished sentences."""
-        self.reorder(rows)
-        self.select_source(rows)
-
-    def reorder(self, rows: torch.Tensor) -> None:
-        """Keep these rows of the self-attention cache, in this order (beam search: each new beam's origin)."""
-
-        def pick(t: torch.Tensor) -> torch.Tensor:  # copies the filled positions only, in one pass
-            out = t.new_empty(rows.numel(), *t.shape[1:])
-            torch.index_select(t[:, :, : self.length], 0, rows, out=out[:, :, : self.length])
-            return out
-
-        self.self_kv = [None if kv is None else (pick(kv[0]), pick(kv[1])) for kv in self.self_kv]
-
-    def select_source(self, rows: torch.Tensor) -> None:
-        """Keep these rows (sentences) of the cross-attention cache."""
-        self.cross_kv = [
-            None if kv is None else (kv[0].index_select(0, rows), kv[1].index_select(0, rows)) for kv in self.cross_kv
-        ]
+from .kv_cache import KVCache
 
 
 def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
