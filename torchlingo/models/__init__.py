@@ -1,6 +1,6 @@
-"""Models: the encoder-decoder Transformer and the KV cache its decoding steps use."""
+"""Models: the encoder-decoder Transformer, its arguments, and the KV cache its decoding steps use."""
 
 from .kv_cache import KVCache
-from .transformer import SimpleTransformer
+from .transformer import ModelArgs, SimpleTransformer
 
-__all__ = ["SimpleTransformer", "KVCache"]
+__all__ = ["SimpleTransformer", "ModelArgs", "KVCache"]
