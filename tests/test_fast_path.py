@@ -12,6 +12,7 @@ from torchlingo.config import Config
 from torchlingo.data_processing import TokenBudgetBatchSampler, pad_batch
 from torchlingo.loss import sequence_loss
 from torchlingo.models import SimpleTransformer
+from torchlingo.models.transformer import CrossAttention
 
 V = 40
 
@@ -33,7 +34,7 @@ def naive_attention(attn, x, memory=None, key_pad=None, causal=False):
     """Multi-head attention written out: separate q/k/v slices of the fused weights, explicit masked softmax."""
     d = x.size(-1)
     h = attn.n_heads
-    if attn.cross:
+    if isinstance(attn, CrossAttention):
         q = F.linear(x, attn.q_proj.weight, attn.q_proj.bias)
         k, v = F.linear(memory, attn.kv_proj.weight, attn.kv_proj.bias).split(d, dim=-1)
     else:

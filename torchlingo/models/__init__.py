@@ -1,5 +1,6 @@
-"""Models: the encoder-decoder Transformer."""
+"""Models: the encoder-decoder Transformer, its arguments, and the KV cache its decoding steps use."""
 
-from .transformer import KVCache, SimpleTransformer
+from .kv_cache import KVCache
+from .transformer import ModelArgs, SimpleTransformer
 
-__all__ = ["SimpleTransformer", "KVCache"]
+__all__ = ["SimpleTransformer", "ModelArgs", "KVCache"]

@@ -1,17 +1,36 @@
-"""SimpleTransformer: a pre-norm encoder-decoder Transformer, readable top to bottom.
+"""SimpleTransformer: a pre-norm encoder-decoder Transformer (Vaswani et al. 2017), read top to bottom.
 
-    src ids -> embed * sqrt(d) + sinusoidal positions -> N x [self-attention, feed-forward] -> norm = memory
-    tgt ids -> embed * sqrt(d) + sinusoidal positions -> N x [causal self-attention, cross-attention, feed-forward]
-            -> norm -> linear to the target vocabulary (optionally tied to the target embedding)
+         source ids (B, S)                                       target ids (B, T): <s> y1 y2 ...
+                 |                                                       |
+    embed * sqrt(D) + positions                             embed * sqrt(D) + positions
+                 |                                                       |
+  +--------------v----------------+                  +-------------------v-------------------+
+  | x += SelfAttention(norm1(x))  |                  | x += SelfAttention(norm1(x)), causal  |
+  | x += FeedForward(norm2(x))    |           +----->| x += CrossAttention(norm2(x), memory) |
+  +--------------|----------------+           |      | x += FeedForward(norm3(x))            |
+                 |  x num_encoder_layers      |      +-------------------|-------------------+
+                 |                            |                          |  x num_decoder_layers
+           encoder_norm                       |                    decoder_norm
+                 |                            |                          |
+         memory (B, S, D) --------------------+              decoder states (B, T, D)
+                                                                         |
+                                                          output_proj -> logits (B, T, V)
 
-Attention runs through `F.scaled_dot_product_attention`. Decoding can go one token at a time with a `KVCache`:
-the cross-attention keys/values are computed once per batch (and shared by a sentence's beams), the self-attention
-ones grow by one position a step.
+B batch, S source and T target length, D d_model, H heads, V target vocabulary. Dropout follows the embeddings and
+every block (each `x += ...` adds the block's output after dropout); `output_proj` may share its weight with the target
+embedding (`tie_embeddings`).
+
+The file goes bottom-up: the position table, attention (what self- and cross-attention share, then each), the
+feed-forward block, an encoder layer, a decoder layer, the model. Decoding may go one token at a time with a
+`KVCache` (kv_cache.py): the cross-attention keys/values are computed once per batch and shared by a sentence's
+beams, the self-attention ones grow by one position a step. Two CPU fast paths from fastpath.py appear here: its
+`Dropout` and, under bf16 on CPU, attention in fp32 (`attention_in_fp32`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 
 import torch
@@ -20,137 +39,154 @@ import torch.nn.functional as F
 
 from ..config import Config
 from ..fastpath import Dropout, attention_in_fp32
+from .kv_cache import KVCache
 
-
-class KVCache:
-    """Keys and values of every decoder layer for incremental decoding.
-
-    Self-attention rows are sentences (greedy) or sentences x beams; their keys/values live in buffers with room for
-    `capacity` positions, so a step writes its one new position instead of copying the whole past (grown by doubling
-    when a sequence outlives the capacity). Cross-attention rows are always sentences: a sentence's beams share its
-    source (see Attention)."""
-
-    def __init__(self, num_layers: int, capacity: int = 64):
-        self.self_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers  # (rows, H, capacity, D/H)
-        self.cross_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
-        self.length = 0  # positions decoded so far
-        self.capacity = capacity  # positions a layer's first buffers make room for
-
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write this step's keys/values (rows, H, new, D/H) after the cached ones; returns views of all of them."""
-        end = self.length + k.size(2)
-        buffers = self.self_kv[layer]
-        if buffers is None or end > buffers[0].size(2):
-            room = max(self.capacity, end) if buffers is None else max(2 * buffers[0].size(2), end)
-            grown = [t.new_empty(t.size(0), t.size(1), room, t.size(3)) for t in (k, v)]
-            if buffers is not None:
-                for new, old in zip(grown, buffers):
-                    new[:, :, : self.length] = old[:, :, : self.length]
-            buffers = self.self_kv[layer] = tuple(grown)
-        buffers[0][:, :, self.length : end] = k
-        buffers[1][:, :, self.length : end] = v
-        return buffers[0][:, :, :end], buffers[1][:, :, :end]
-
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep (and reorder to) these rows of both caches: greedy decoding drops its finished sentences."""
-        self.reorder(rows)
-        self.select_source(rows)
-
-    def reorder(self, rows: torch.Tensor) -> None:
-        """Keep these rows of the self-attention cache, in this order (beam search: each new beam's origin)."""
-
-        def pick(t: torch.Tensor) -> torch.Tensor:  # copies the filled positions only, in one pass
-            out = t.new_empty(rows.numel(), *t.shape[1:])
-            torch.index_select(t[:, :, : self.length], 0, rows, out=out[:, :, : self.length])
-            return out
-
-        self.self_kv = [None if kv is None else (pick(kv[0]), pick(kv[1])) for kv in self.self_kv]
-
-    def select_source(self, rows: torch.Tensor) -> None:
-        """Keep these rows (sentences) of the cross-attention cache."""
-        self.cross_kv = [
-            None if kv is None else (kv[0].index_select(0, rows), kv[1].index_select(0, rows)) for kv in self.cross_kv
-        ]
+# -- positions --------------------------------------------------------------------------------------------------------
 
 
 def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
     """(length, d_model) table: sin on even, cos on odd dimensions, wavelengths from 2pi to 10000*2pi."""
-    pos = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+    pos = torch.arange(length, dtype=torch.float32).unsqueeze(1)  # (length,) -> (length, 1)
     inv_freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
     table = torch.zeros(length, d_model)
-    table[:, 0::2] = torch.sin(pos * inv_freq)
+    table[:, 0::2] = torch.sin(pos * inv_freq)  # (length, 1) * (D/2,) -> (length, D/2)
     table[:, 1::2] = torch.cos(pos * inv_freq)
     return table
 
 
+# -- attention --------------------------------------------------------------------------------------------------------
+
+
 class Attention(nn.Module):
-    """Multi-head attention. Self-attention projects q, k, v with one fused matmul; cross-attention q alone and k, v
-    from the encoder memory (once per batch when a cache is used)."""
+    """What self- and cross-attention share: splitting into heads, softmax(q k^T / sqrt(d)) v, merging the heads.
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float, cross: bool = False):
+    The subclasses hold the projections: queries, keys and values in, `out_proj` out."""
+
+    def __init__(self, n_heads: int, dropout: float):
         super().__init__()
-        self.n_heads, self.dropout, self.cross = n_heads, dropout, cross
-        if cross:
-            self.q_proj = nn.Linear(d_model, d_model)
-            self.kv_proj = nn.Linear(d_model, 2 * d_model)
-        else:
-            self.qkv_proj = nn.Linear(d_model, 3 * d_model)
+        self.n_heads, self.dropout = n_heads, dropout
+
+    def split_heads(self, x: torch.Tensor, fp32: bool) -> torch.Tensor:
+        """One row of D features -> H heads of D/H (in fp32 when `fp32`: see `attention_in_fp32`)."""
+        x = x.unflatten(-1, (self.n_heads, -1)).transpose(1, 2)  # (B, T, D) -> (B, T, H, D/H) -> (B, H, T, D/H)
+        return x.float() if fp32 else x
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None,
+        causal: bool,
+        one_step: bool,
+        fp32: bool,
+    ) -> torch.Tensor:
+        """Each query's average of the values, weighted by softmax(q . k / sqrt(D/H)): (B, H, T, D/H).
+
+        `mask` (True = attend) hides padded keys, `causal` later positions. `one_step`: a decoding step, each row one
+        new query (or K, one per beam) against the cached keys, so never causal."""
+        with torch.autocast("cpu", enabled=False) if fp32 else contextlib.nullcontext():
+            if one_step:  # two small matmuls: 1.3-2x faster than the fused CPU kernel at these shapes
+                k_t = k.transpose(-1, -2)  # (B, H, S, D/H) -> (B, H, D/H, S)
+                scores = torch.matmul(q, k_t) * q.size(-1) ** -0.5  # (B, H, T, D/H) @ (B, H, D/H, S) -> (B, H, T, S)
+                if mask is not None:
+                    scores = scores.masked_fill(~mask, -math.inf)
+                return torch.matmul(scores.softmax(-1), v)  # (B, H, T, S) @ (B, H, S, D/H) -> (B, H, T, D/H)
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
+            )
+
+    def merge_heads(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The heads side by side again, in the shape and dtype of the attention's input `x`."""
+        return out.transpose(1, 2).reshape(x.shape).to(x.dtype)  # (B, H, T, D/H) -> (B, T, H, D/H) -> (B, T, D)
+
+
+class SelfAttention(Attention):
+    """Every position attends to the positions of its own sequence (with `causal`, only to itself and earlier ones).
+
+    q, k and v come from one fused projection. With a cache, `x` holds only the new positions: their keys/values are
+    appended to the cached ones and the queries attend to all of them."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__(n_heads, dropout)
+        self.qkv_proj = nn.Linear(d_model, 3 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, H, T, D/H)
-        return x.unflatten(-1, (self.n_heads, -1)).transpose(1, 2)
-
-    def _attend(self, q, k, v, mask, causal: bool, decoding: bool) -> torch.Tensor:
-        if decoding:
-            # One new query a row (or K, one per beam): two small matmuls, 1.3-2x faster than the fused CPU kernel
-            # at these shapes. Never causal: the cache holds only earlier positions.
-            scores = torch.matmul(q, k.transpose(-1, -2)) * q.size(-1) ** -0.5
-            if mask is not None:
-                scores = scores.masked_fill(~mask, -math.inf)
-            return torch.matmul(scores.softmax(-1), v)
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
-        )
 
     def forward(
         self,
         x: torch.Tensor,
-        memory: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         causal: bool = False,
         cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
-        upcast = attention_in_fp32(x)
-        # Keys and values are converted before they are cached, so a decoding step does not convert the cache again.
-        heads = (lambda t: self._heads(t).float()) if upcast else self._heads
-        if self.cross:
-            if cache is not None and cache.cross_kv[layer] is not None:
-                k, v = cache.cross_kv[layer]
-            else:
-                k, v = map(heads, self.kv_proj(memory).chunk(2, dim=-1))
-                if cache is not None:  # contiguous once, so that every step's matmuls read them without a copy
-                    k, v = k.contiguous(), v.contiguous()
-                    cache.cross_kv[layer] = (k, v)
-            q = self.q_proj(x)
-            if cache is not None and k.size(0) != q.size(0):
-                # Beam search: the K beams of a sentence (rows of x, one new token each) are K queries against its
-                # single copy of the source keys/values, which are never repeated per beam.
-                q = q.view(k.size(0), -1, q.size(-1))
-            q = heads(q)
-        else:
-            q, k, v = map(heads, self.qkv_proj(x).chunk(3, dim=-1))
-            if cache is not None:
-                k, v = cache.append(layer, k, v)
-                # One new query attends to every cached position; a longer first chunk still needs the causal mask.
-                causal = causal and q.size(2) > 1
-        decoding = cache is not None and x.size(1) == 1
-        with torch.autocast("cpu", enabled=False) if upcast else contextlib.nullcontext():
-            out = self._attend(q, k, v, mask, causal, decoding)
-        return self.out_proj(out.transpose(1, 2).reshape(x.shape).to(x.dtype))
+        """x (B, T, D) -> (B, T, D); `mask` (B, 1, 1, T) hides padded positions."""
+        fp32 = attention_in_fp32(x)
+        qkv = self.qkv_proj(x).chunk(3, dim=-1)  # (B, T, 3D) -> 3 x (B, T, D)
+        q, k, v = (self.split_heads(t, fp32) for t in qkv)  # 3 x (B, H, T, D/H)
+        if cache is not None:
+            k, v = cache.append(layer, k, v)  # (B, H, past + T, D/H)
+            causal = causal and q.size(2) > 1  # one new query may see the whole cache; a longer first chunk may not
+        one_step = cache is not None and x.size(1) == 1
+        out = self.attend(q, k, v, mask, causal=causal, one_step=one_step, fp32=fp32)  # (B, H, T, D/H)
+        return self.out_proj(self.merge_heads(out, x))
+
+
+class CrossAttention(Attention):
+    """Every target position attends to the encoder's memory of the source.
+
+    Queries come from the decoder, keys and values from the memory; with a cache those are computed at the first
+    step only. Beam search folds the beams: its rows are sentences x beams, but the source keys/values have one row
+    per sentence, so a sentence's K beams become K queries against that single copy (never repeated per beam)."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__(n_heads, dropout)
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.kv_proj = nn.Linear(d_model, 2 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def source_kv(
+        self, memory: torch.Tensor | None, fp32: bool, cache: KVCache | None, layer: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the memory (B, S, D), each (B, H, S, D/H); kept in (and later read from) the cache.
+
+        They are cached already converted (fp32) and contiguous, so no decoding step converts or copies them again."""
+        if cache is not None and cache.cross_kv[layer] is not None:
+            return cache.cross_kv[layer]
+        kv = self.kv_proj(memory).chunk(2, dim=-1)  # (B, S, 2D) -> 2 x (B, S, D)
+        k, v = (self.split_heads(t, fp32) for t in kv)  # 2 x (B, H, S, D/H)
+        if cache is not None:
+            k, v = k.contiguous(), v.contiguous()
+            cache.cross_kv[layer] = (k, v)
+        return k, v
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor | None,
+        mask: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        """x (B, T, D), memory (B, S, D) -> (B, T, D); `mask` (B, 1, 1, S) hides source padding. Once the cache
+        holds the source keys/values, `memory` may be None."""
+        fp32 = attention_in_fp32(x)
+        k, v = self.source_kv(memory, fp32, cache, layer)
+        q = self.q_proj(x)
+        if cache is not None and k.size(0) != q.size(0):  # beam search, N sentences of K beams: fold the beams
+            q = q.view(k.size(0), -1, q.size(-1))  # (N*K, 1, D) -> (N, K, D)
+        q = self.split_heads(q, fp32)  # (B, T, D) -> (B, H, T, D/H); folded: (N, K, D) -> (N, H, K, D/H)
+        one_step = cache is not None and x.size(1) == 1
+        out = self.attend(q, k, v, mask, causal=False, one_step=one_step, fp32=fp32)
+        return self.out_proj(self.merge_heads(out, x))  # folded: (N, H, K, D/H) -> (N, K, H, D/H) -> (N*K, 1, D)
+
+
+# -- feed-forward -----------------------------------------------------------------------------------------------------
 
 
 class FeedForward(nn.Module):
+    """Position-wise: D -> d_ff -> ReLU -> D, the same two linear layers at every position."""
+
     def __init__(self, d_model: int, d_ff: int, activation_dropout: float):
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
@@ -160,20 +196,18 @@ class FeedForward(nn.Module):
         return self.fc2(self.dropout(F.relu(self.fc1(x))))
 
 
+# -- encoder and decoder layers ---------------------------------------------------------------------------------------
+
+
 class EncoderLayer(nn.Module):
-    def __init__(
-        self,
-        d_model: int,
-        n_heads: int,
-        d_ff: int,
-        dropout: float,
-        attention_dropout: float = 0.0,
-        activation_dropout: float = 0.0,
-    ):
+    """Self-attention over the source, then the feed-forward block; each on the normed input, added back."""
+
+    def __init__(self, a: ModelArgs):
         super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(d_model), Attention(d_model, n_heads, attention_dropout)
-        self.norm2, self.ff = nn.LayerNorm(d_model), FeedForward(d_model, d_ff, activation_dropout)
-        self.dropout = Dropout(dropout)
+        d = a.d_model
+        self.norm1, self.attn = nn.LayerNorm(d), SelfAttention(d, a.n_heads, a.attention_dropout)
+        self.norm2, self.ff = nn.LayerNorm(d), FeedForward(d, a.d_ff, a.activation_dropout)
+        self.dropout = Dropout(a.dropout)
 
     def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
         x = x + self.dropout(self.attn(self.norm1(x), mask=src_mask))
@@ -181,32 +215,61 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(
-        self,
-        d_model: int,
-        n_heads: int,
-        d_ff: int,
-        dropout: float,
-        attention_dropout: float = 0.0,
-        activation_dropout: float = 0.0,
-    ):
+    """Causal self-attention over the target prefix, cross-attention to the source, the feed-forward block."""
+
+    def __init__(self, a: ModelArgs):
         super().__init__()
-        self.norm1, self.self_attn = nn.LayerNorm(d_model), Attention(d_model, n_heads, attention_dropout)
-        self.norm2, self.cross_attn = nn.LayerNorm(d_model), Attention(d_model, n_heads, attention_dropout, cross=True)
-        self.norm3, self.ff = nn.LayerNorm(d_model), FeedForward(d_model, d_ff, activation_dropout)
-        self.dropout = Dropout(dropout)
+        d = a.d_model
+        self.norm1, self.self_attn = nn.LayerNorm(d), SelfAttention(d, a.n_heads, a.attention_dropout)
+        self.norm2, self.cross_attn = nn.LayerNorm(d), CrossAttention(d, a.n_heads, a.attention_dropout)
+        self.norm3, self.ff = nn.LayerNorm(d), FeedForward(d, a.d_ff, a.activation_dropout)
+        self.dropout = Dropout(a.dropout)
 
     def forward(
         self,
         x: torch.Tensor,
-        memory: torch.Tensor,
+        memory: torch.Tensor | None,
         src_mask: torch.Tensor,
         cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
         x = x + self.dropout(self.self_attn(self.norm1(x), causal=True, cache=cache, layer=layer))
-        x = x + self.dropout(self.cross_attn(self.norm2(x), memory, mask=src_mask, cache=cache, layer=layer))
+        x = x + self.dropout(self.cross_attn(self.norm2(x), memory, src_mask, cache, layer))
         return x + self.dropout(self.ff(self.norm3(x)))
+
+
+# -- the model's arguments --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ModelArgs:
+    """Everything that defines a SimpleTransformer's shape: the vocabulary sizes and the config's model group.
+
+    Checkpoints store it as a plain dict (`model.args`, its `dataclasses.asdict`) so that they load with
+    weights_only; `SimpleTransformer.from_args` rebuilds the model from that dict."""
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    d_model: int
+    n_heads: int
+    num_encoder_layers: int
+    num_decoder_layers: int
+    d_ff: int
+    dropout: float
+    attention_dropout: float
+    activation_dropout: float
+    tie_embeddings: bool
+    max_positions: int
+    pad_idx: int
+
+    @classmethod
+    def from_config(cls, src_vocab_size: int, tgt_vocab_size: int, config: Config) -> ModelArgs:
+        """The vocabulary sizes, and every other field read from the config field of the same name."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in ("src_vocab_size", "tgt_vocab_size")]
+        return cls(src_vocab_size, tgt_vocab_size, **{name: getattr(config, name) for name in names})
+
+
+# -- the model --------------------------------------------------------------------------------------------------------
 
 
 class SimpleTransformer(nn.Module):
@@ -214,39 +277,24 @@ class SimpleTransformer(nn.Module):
 
     def __init__(self, src_vocab_size: int, tgt_vocab_size: int, config: Config | None = None, **overrides):
         super().__init__()
-        c = (config or Config()).replace(**overrides) if overrides else (config or Config())
-        # Everything needed to rebuild the model from a checkpoint, as plain values.
-        self.args = {
-            "src_vocab_size": src_vocab_size,
-            "tgt_vocab_size": tgt_vocab_size,
-            "d_model": c.d_model,
-            "n_heads": c.n_heads,
-            "num_encoder_layers": c.num_encoder_layers,
-            "num_decoder_layers": c.num_decoder_layers,
-            "d_ff": c.d_ff,
-            "dropout": c.dropout,
-            "attention_dropout": c.attention_dropout,
-            "activation_dropout": c.activation_dropout,
-            "tie_embeddings": c.tie_embeddings,
-            "max_positions": c.max_positions,
-            "pad_idx": c.pad_idx,
-        }
-        d = c.d_model
-        self.d_model, self.pad_idx = d, c.pad_idx
-        self.src_embed = nn.Embedding(src_vocab_size, d, padding_idx=c.pad_idx)
-        self.tgt_embed = nn.Embedding(tgt_vocab_size, d, padding_idx=c.pad_idx)
-        self.register_buffer("positions", sinusoidal_positions(c.max_positions, d), persistent=False)
-        self.embed_dropout = Dropout(c.dropout)
-        layer_args = (d, c.n_heads, c.d_ff, c.dropout, c.attention_dropout, c.activation_dropout)
-        self.encoder_layers = nn.ModuleList(EncoderLayer(*layer_args) for _ in range(c.num_encoder_layers))
-        self.decoder_layers = nn.ModuleList(DecoderLayer(*layer_args) for _ in range(c.num_decoder_layers))
-        self.encoder_norm, self.decoder_norm = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.output_proj = nn.Linear(d, tgt_vocab_size, bias=False)
+        config = config or Config()
+        a = ModelArgs.from_config(src_vocab_size, tgt_vocab_size, config.replace(**overrides) if overrides else config)
+        self.args = dataclasses.asdict(a)  # plain values, as checkpoints store them (see from_args)
+        self.d_model, self.pad_idx = a.d_model, a.pad_idx
+        self.src_embed = nn.Embedding(a.src_vocab_size, a.d_model, padding_idx=a.pad_idx)
+        self.tgt_embed = nn.Embedding(a.tgt_vocab_size, a.d_model, padding_idx=a.pad_idx)
+        self.register_buffer("positions", sinusoidal_positions(a.max_positions, a.d_model), persistent=False)
+        self.embed_dropout = Dropout(a.dropout)
+        self.encoder_layers = nn.ModuleList(EncoderLayer(a) for _ in range(a.num_encoder_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(a) for _ in range(a.num_decoder_layers))
+        self.encoder_norm, self.decoder_norm = nn.LayerNorm(a.d_model), nn.LayerNorm(a.d_model)
+        self.output_proj = nn.Linear(a.d_model, a.tgt_vocab_size, bias=False)
         self._init_weights()
-        if c.tie_embeddings:
+        if a.tie_embeddings:
             self.output_proj.weight = self.tgt_embed.weight
 
     def _init_weights(self) -> None:
+        """Xavier-uniform matrices, zero biases; embeddings N(0, 1/D) (times sqrt(D) in `_embed`), padding row 0."""
         for name, p in self.named_parameters():
             if p.dim() > 1 and "embed" not in name:
                 nn.init.xavier_uniform_(p)
@@ -259,12 +307,13 @@ class SimpleTransformer(nn.Module):
 
     @classmethod
     def from_args(cls, args: dict) -> SimpleTransformer:
-        """Rebuild from `model.args` (as stored in checkpoints)."""
+        """Rebuild from `model.args` (as stored in checkpoints); the values are validated as a Config's."""
         args = dict(args)
         src, tgt = args.pop("src_vocab_size"), args.pop("tgt_vocab_size")
         return cls(src, tgt, Config(**args))
 
     def _embed(self, embedding: nn.Embedding, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """ids (B, T) at positions start.. -> (B, T, D): scaled embeddings plus the position table, dropped out."""
         if start + ids.size(1) > self.positions.size(0):
             raise ValueError(
                 f"sequence of {start + ids.size(1)} tokens is longer than max_positions={self.positions.size(0)}"
@@ -274,7 +323,7 @@ class SimpleTransformer(nn.Module):
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """src (B, S) -> memory (B, S, D) and the attention mask (B, 1, 1, S) that hides source padding."""
-        src_mask = (src != self.pad_idx)[:, None, None, :]
+        src_mask = (src != self.pad_idx)[:, None, None, :]  # (B, S) -> (B, 1, 1, S): every head, every query
         x = self._embed(self.src_embed, src)
         for layer in self.encoder_layers:
             x = layer(x, src_mask)
@@ -293,7 +342,7 @@ class SimpleTransformer(nn.Module):
         return self.decoder_norm(x)
 
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Decoder states -> logits over the target vocabulary."""
+        """Decoder states (..., D) -> logits over the target vocabulary (..., V)."""
         return self.output_proj(hidden)
 
     def decode(
