@@ -207,6 +207,33 @@ def test_decoding_settings_are_the_config_keys():
         Translator(random_model(0), None, None, amp="fp8")
 
 
+@pytest.mark.parametrize("beam", [1, 3])
+def test_a_source_longer_than_the_positions_is_translated_in_pieces(torchlingo_logs, beam):
+    """A source over max_positions - 2 tokens is not cut: it is split into the fewest near-equal pieces that fit,
+    whose translations are joined, and a warning names its line (1-based, in the list passed in)."""
+    model = random_model(5, max_positions=12)  # 10 source tokens besides <s> </s>
+    long = torch.randint(4, 30, (25,), generator=torch.Generator().manual_seed(0)).tolist()
+    translator = Translator(model, None, None, beam_size=beam, max_len_b=4, amp="none", n_best=2)
+    out = translator.decode_ids([[5, 6, 7], long, [8, 9]])
+    warnings = [r for r in torchlingo_logs.records if r.levelname == "WARNING"]
+    assert [r.getMessage() for r in warnings] == [
+        "input line 2 has 25 tokens, more than the 10 the model's positions allow (max_positions - 2): "
+        "translated in 3 pieces of at most 9 tokens, joined"
+    ]
+    for i, short in ((0, [5, 6, 7]), (2, [8, 9])):  # the other sources as ever (scores: other batch, other sums)
+        alone = translator.decode_ids([short])[0]
+        assert [ids for ids, _ in out[i]] == [ids for ids, _ in alone]
+        assert [s for _, s in out[i]] == pytest.approx([s for _, s in alone], abs=1e-12)
+    pieces = [translator.decode_ids([ids])[0] for ids in (long[:8], long[8:16], long[16:])]  # 25 = 8 + 8 + 9
+    assert len(out[1]) == min(len(p) for p in pieces)
+    best = [p[0] for p in pieces]
+    assert out[1][0][0] == [token for ids, _ in best for token in ids]
+    logprob = sum(score * gnmt_penalty(len(ids) + 1, 0.6) for ids, score in best)  # each piece's </s> included
+    length = sum(len(ids) + 1 for ids, _ in best)
+    assert max(s for _, s in out[1]) == out[1][0][1]
+    assert logprob / gnmt_penalty(length, 0.6) in [pytest.approx(s, abs=1e-9) for _, s in out[1]]
+
+
 def test_score_corpus_values_and_signatures():
     refs = ["The cat sat on the mat.", "A dog runs in the park."]
     perfect = score_corpus(refs, refs)

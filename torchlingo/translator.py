@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,8 @@ import torch
 from .config import Config
 from .data_processing.batching import pad_batch
 from .search import Hypothesis, beam_search, gnmt_penalty, greedy_decode
+
+log = logging.getLogger("torchlingo")
 
 
 def _config_key(name: str):
@@ -114,9 +117,14 @@ class Translator:
         return [[(self.tgt_vocab.decode(hyp), score) for hyp, score in nbest] for nbest in ids]
 
     def decode_ids(self, src_ids: Sequence[Sequence[int]]) -> list[list[Hypothesis]]:
-        """Token ids in, n-best (token ids, score) lists out, in input order."""
-        limit = self.model.positions.size(0) - 2  # room for <s> and </s>
-        return self._decode_all([list(s)[:limit] for s in src_ids])
+        """Token ids in, n-best (token ids, score) lists out, in input order.
+
+        A source longer than the model's positions is translated in pieces, joined (and a warning names its line).
+        """
+        pieces, spans = _split_long_sources(src_ids, self.model.positions.size(0) - 2)  # room for <s> and </s>
+        nbests = self._decode_all(pieces)
+        alpha = self.settings.length_penalty
+        return [nbests[a] if b - a == 1 else _join_pieces(nbests[a:b], alpha) for a, b in spans]
 
     def batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Indices grouped longest first so that each padded batch (with <s> </s>) stays within decode_max_tokens."""
@@ -212,3 +220,40 @@ def _decoding_model(model, device: torch.device, amp: str):
             out = copy.deepcopy(model)
         pack_linears_(out)
     return out
+
+
+def _split_long_sources(src_ids: Sequence[Sequence[int]], limit: int) -> tuple[list[list[int]], list[tuple[int, int]]]:
+    """Sources as pieces of at most `limit` tokens: (pieces, per source the range of its pieces in that list).
+
+    A longer source is cut into the fewest pieces of near-equal length, and a warning names its (1-based) line.
+    """
+    pieces: list[list[int]] = []
+    spans: list[tuple[int, int]] = []
+    for line, ids in enumerate(src_ids, 1):
+        ids, start = list(ids), len(pieces)
+        n = max(1, -(-len(ids) // limit))
+        bounds = [len(ids) * i // n for i in range(n + 1)]
+        pieces += [ids[a:b] for a, b in zip(bounds, bounds[1:])]
+        spans.append((start, len(pieces)))
+        if n > 1:
+            log.warning(
+                "input line %d has %d tokens, more than the %d the model's positions allow (max_positions - 2): "
+                "translated in %d pieces of at most %d tokens, joined",
+                line,
+                len(ids),
+                limit,
+                n,
+                -(-len(ids) // n),
+            )
+    return pieces, spans
+
+
+def _join_pieces(nbests: Sequence[list[Hypothesis]], length_penalty: float) -> list[Hypothesis]:
+    """One n-best list for a source translated in pieces: the i-th hypothesis joins the pieces' i-th ones, scored as
+    any hypothesis is (its summed log-probability, each piece's </s> included, over the length penalty)."""
+    joined = []
+    for hyps in zip(*nbests):
+        ids = [token for piece, _ in hyps for token in piece]
+        logprob = sum(score * gnmt_penalty(len(piece) + 1, length_penalty) for piece, score in hyps)
+        joined.append((ids, logprob / gnmt_penalty(sum(len(piece) + 1 for piece, _ in hyps), length_penalty)))
+    return sorted(joined, key=lambda h: -h[1])
