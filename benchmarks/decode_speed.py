@@ -26,8 +26,9 @@ sys.path.insert(0, str(ROOT))  # runs from a checkout without installing
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "multi30k"  # the team's copy beside the repository
 
 from torchlingo.data_processing.batching import pad_batch  # noqa: E402
-from torchlingo.decoding import Translator, reference_beam, reference_greedy  # noqa: E402
 from torchlingo.evaluation import score_corpus  # noqa: E402
+from torchlingo.reference import reference_beam, reference_greedy  # noqa: E402
+from torchlingo.translator import Translator  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -78,7 +79,7 @@ def run_fast(translator: Translator, sources: list[str], repeats: int) -> tuple[
 
 
 def run_naive(translator: Translator, sources: list[str], beam: int) -> tuple[float, list[list[int]], list[str]]:
-    model, c = translator.model, translator
+    model, c = translator.model, translator.settings
     start = time.perf_counter()
     ids = []
     for text in sources:
@@ -108,11 +109,11 @@ def main(argv=None) -> list[dict]:
         return Translator.from_checkpoint(
             args.checkpoint,
             beam_size=beam,
-            max_tokens=10**9,
+            decode_max_tokens=10**9,
             progress=False,
             max_sentences=args.batch_sentences,
             amp=args.amp,
-            parallel_batches=args.parallel_batches,
+            decode_parallel_batches=args.parallel_batches,
         )
 
     translators = {beam: translator(beam) for beam in (1, args.beam)}

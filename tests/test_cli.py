@@ -152,7 +152,7 @@ def test_translate_file_and_stdin(trained, monkeypatch, capsys):
         ["translate", "--checkpoint", best, "--max-tokens", "4", "--parallel-batches", "3"]
     )
     translator = _translator(args)
-    assert (translator.max_tokens, translator.parallel_batches) == (4, 3)
+    assert (translator.settings.decode_max_tokens, translator.settings.decode_parallel_batches) == (4, 3)
     assert translator.parallelism(10) == (3, max(1, torch.get_num_threads() // 3))
 
 

@@ -1,6 +1,8 @@
-"""Decoding: cached batched greedy/beam search against full-prefix references, the Translator, and sacreBLEU scores."""
+"""Decoding: cached batched greedy/beam search (search.py) against the full-prefix references (reference.py), the
+Translator (translator.py), and sacreBLEU scores."""
 
 import copy
+import dataclasses
 import math
 import threading
 import time
@@ -13,23 +15,16 @@ from torchlingo.checkpoint import save_checkpoint
 from torchlingo.config import Config
 from torchlingo.data_processing.batching import pad_batch
 from torchlingo.data_processing.vocab import Vocab
-from torchlingo.decoding import (
-    Translator,
-    beam_search,
-    decoding_settings,
-    gnmt_penalty,
-    greedy_decode,
-    max_lengths,
-    reference_beam,
-    reference_greedy,
-)
-from torchlingo.errors import CheckpointError, DataError
+from torchlingo.errors import CheckpointError, ConfigError, DataError
 from torchlingo.evaluation import score_corpus
 from torchlingo.fastpath import PackedLinear, can_pack, pack_linears_
 from torchlingo.models import SimpleTransformer
+from torchlingo.reference import reference_beam, reference_greedy
+from torchlingo.search import beam_search, gnmt_penalty, greedy_decode, max_lengths
+from torchlingo.translator import DecodingSettings, Translator
 
 
-def random_model(seed: int, src_vocab: int = 30, tgt_vocab: int = 25) -> SimpleTransformer:
+def random_model(seed: int, src_vocab: int = 30, tgt_vocab: int = 25, **config) -> SimpleTransformer:
     """A seeded random model in float64 and eval mode: batched and unbatched runs agree far below any argmax gap.
 
     Untied, sharpened output weights make the logits well separated and the output lengths vary (some sentences end
@@ -37,7 +32,14 @@ def random_model(seed: int, src_vocab: int = 30, tgt_vocab: int = 25) -> SimpleT
     """
     torch.manual_seed(seed)
     config = Config(
-        d_model=32, n_heads=4, num_encoder_layers=2, num_decoder_layers=2, d_ff=64, dropout=0.0, tie_embeddings=False
+        d_model=32,
+        n_heads=4,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        d_ff=64,
+        dropout=0.0,
+        tie_embeddings=False,
+        **config,
     )
     model = SimpleTransformer(src_vocab, tgt_vocab, config).double().eval()
     with torch.no_grad():
@@ -150,7 +152,7 @@ def toy_translator(beam_size=3, **kwargs):
 
 @pytest.mark.parametrize("beam", [1, 3])
 def test_translator_restores_input_order_and_batches_by_budget(beam):
-    translator, texts = toy_translator(beam, max_tokens=12)
+    translator, texts = toy_translator(beam, decode_max_tokens=12)
     out = translator.translate(texts)
     assert len(out) == len(texts) and all(isinstance(t, str) for t in out)
     assert out == [translator.translate([t])[0] for t in texts]
@@ -178,21 +180,58 @@ def test_translator_nbest_and_from_checkpoint(tmp_path):
         tmp_path / "best.pt",
     )
     loaded = Translator.from_checkpoint(path, beam_size=3)
-    assert loaded.beam_size == 3 and loaded.max_len_b == 4 and loaded.max_tokens == 4000
+    assert loaded.settings == DecodingSettings(beam_size=3, max_len_b=4)  # the rest: Config's defaults
+    assert loaded.settings.decode_max_tokens == Config().decode_max_tokens == 4000
     assert loaded.translate(texts) == translator.translate(texts)
-    assert Translator.from_checkpoint(path).beam_size == 2
-    assert decoding_settings(Config(beam_size=4, decode_max_tokens=99, decode_parallel_batches=2)) == {
-        "beam_size": 4,
-        "length_penalty": 0.6,
-        "max_len_a": 1.5,
-        "max_len_b": 10,
-        "max_tokens": 99,
-        "amp": "auto",
-        "parallel_batches": 2,
-    }
+    assert Translator.from_checkpoint(path).settings.beam_size == 2
+    own = DecodingSettings(beam_size=1, decode_max_tokens=7)
+    assert Translator.from_checkpoint(path, own, n_best=2).settings == own  # given settings replace the checkpoint's
     save_checkpoint({"model": model.state_dict(), "model_args": model.args}, tmp_path / "novocab.pt")
     with pytest.raises(CheckpointError, match="no vocabularies"):
         Translator.from_checkpoint(tmp_path / "novocab.pt")
+
+
+def test_decoding_settings_are_the_config_keys():
+    """Same names, defaults and checks as Config's fields: a Config, or the flat dict a checkpoint stores, converts
+    without a renaming table; keys the dict lacks take Config's defaults."""
+    names = [f.name for f in dataclasses.fields(DecodingSettings)]
+    config = Config(beam_size=4, decode_max_tokens=99, decode_parallel_batches=2)
+    assert DecodingSettings.from_config(config) == DecodingSettings(**{name: getattr(config, name) for name in names})
+    assert DecodingSettings.from_config(config.to_dict(grouped=False)) == DecodingSettings.from_config(config)
+    assert DecodingSettings.from_config({"beam_size": 2}) == DecodingSettings(beam_size=2)
+    assert all(getattr(DecodingSettings(), name) == getattr(Config(), name) for name in names)
+    assert DecodingSettings(max_len_b=4.0).max_len_b == 4 and isinstance(DecodingSettings(max_len_a=2).max_len_a, float)
+    with pytest.raises(ConfigError, match="beam_size: must be >= 1, got 0"):
+        DecodingSettings(beam_size=0)
+    with pytest.raises(ConfigError, match="amp: 'fp8' is not one of"):
+        Translator(random_model(0), None, None, amp="fp8")
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_a_source_longer_than_the_positions_is_translated_in_pieces(torchlingo_logs, beam):
+    """A source over max_positions - 2 tokens is not cut: it is split into the fewest near-equal pieces that fit,
+    whose translations are joined, and a warning names its line (1-based, in the list passed in)."""
+    model = random_model(5, max_positions=12)  # 10 source tokens besides <s> </s>
+    long = torch.randint(4, 30, (25,), generator=torch.Generator().manual_seed(0)).tolist()
+    translator = Translator(model, None, None, beam_size=beam, max_len_b=4, amp="none", n_best=2)
+    out = translator.decode_ids([[5, 6, 7], long, [8, 9]])
+    warnings = [r for r in torchlingo_logs.records if r.levelname == "WARNING"]
+    assert [r.getMessage() for r in warnings] == [
+        "input line 2 has 25 tokens, more than the 10 the model's positions allow (max_positions - 2): "
+        "translated in 3 pieces of at most 9 tokens, joined"
+    ]
+    for i, short in ((0, [5, 6, 7]), (2, [8, 9])):  # the other sources as ever (scores: other batch, other sums)
+        alone = translator.decode_ids([short])[0]
+        assert [ids for ids, _ in out[i]] == [ids for ids, _ in alone]
+        assert [s for _, s in out[i]] == pytest.approx([s for _, s in alone], abs=1e-12)
+    pieces = [translator.decode_ids([ids])[0] for ids in (long[:8], long[8:16], long[16:])]  # 25 = 8 + 8 + 9
+    assert len(out[1]) == min(len(p) for p in pieces)
+    best = [p[0] for p in pieces]
+    assert out[1][0][0] == [token for ids, _ in best for token in ids]
+    logprob = sum(score * gnmt_penalty(len(ids) + 1, 0.6) for ids, score in best)  # each piece's </s> included
+    length = sum(len(ids) + 1 for ids, _ in best)
+    assert max(s for _, s in out[1]) == out[1][0][1]
+    assert logprob / gnmt_penalty(length, 0.6) in [pytest.approx(s, abs=1e-9) for _, s in out[1]]
 
 
 def test_score_corpus_values_and_signatures():
@@ -249,7 +288,7 @@ def test_cached_greedy_with_a_small_cache_capacity_matches_the_reference(monkeyp
 
 @pytest.mark.parametrize("n,k", [(8000, 10), (8003, 10), (70, 4), (1000, 1)])
 def test_blockwise_topk_per_row_equals_topk(n, k):
-    from torchlingo.decoding import _topk_per_row
+    from torchlingo.search import _topk_per_row
 
     g = torch.Generator().manual_seed(n)
     x = torch.randn(33, n, generator=g, dtype=torch.float64) * 3
@@ -315,13 +354,13 @@ def test_parallel_batches_decode_the_same_and_restore_torch_threads(monkeypatch,
     model = random_model(8)  # float64 with amp none: the same tokens, scores equal up to summation order
     src_ids = [random_batch(seed, 1, max_len=seed % 7 + 2)[0, 1:-1].tolist() for seed in range(23)]
     serial = Translator(
-        model, None, None, beam_size=beam, max_len_b=5, amp="none", max_tokens=30, parallel_batches=1
+        model, None, None, beam_size=beam, max_len_b=5, amp="none", decode_max_tokens=30, decode_parallel_batches=1
     ).decode_ids(src_ids)
     threads, seen = torch.get_num_threads(), []
     torch.set_num_threads(4)
     try:
         translator = Translator(
-            model, None, None, beam_size=beam, max_len_b=5, amp="none", max_tokens=30, parallel_batches=2
+            model, None, None, beam_size=beam, max_len_b=5, amp="none", decode_max_tokens=30, decode_parallel_batches=2
         )
         decode_batch = translator._decode_batch
 
@@ -345,7 +384,14 @@ def test_parallel_batches_decode_the_same_and_restore_torch_threads(monkeypatch,
 
 def test_an_error_in_a_parallel_batch_reaches_the_caller(monkeypatch):
     translator = Translator(
-        random_model(9), None, None, beam_size=1, max_len_b=5, amp="none", max_tokens=20, parallel_batches=2
+        random_model(9),
+        None,
+        None,
+        beam_size=1,
+        max_len_b=5,
+        amp="none",
+        decode_max_tokens=20,
+        decode_parallel_batches=2,
     )
 
     def failing(src):
@@ -356,5 +402,5 @@ def test_an_error_in_a_parallel_batch_reaches_the_caller(monkeypatch):
     with pytest.raises(RuntimeError, match="batch of"):
         translator.decode_ids([[5, 6, 7]] * 12)
     assert torch.get_num_threads() == threads
-    with pytest.raises(ValueError, match="parallel_batches must be at least 1"):
-        Translator(random_model(9), None, None, parallel_batches=0)
+    with pytest.raises(ConfigError, match="decode_parallel_batches: must be >= 1, got 0"):
+        Translator(random_model(9), None, None, decode_parallel_batches=0)

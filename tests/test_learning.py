@@ -7,9 +7,9 @@ import torch
 from toy_tasks import ToyTask, greedy_accuracy, loaders
 
 from torchlingo.config import Config
-from torchlingo.decoding import Translator
 from torchlingo.models import SimpleTransformer
 from torchlingo.training import train_model
+from torchlingo.translator import Translator
 
 TINY = dict(
     n_heads=4,

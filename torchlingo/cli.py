@@ -51,14 +51,14 @@ def _fmt(value) -> str:
 
 # -- translate / evaluate -----------------------------------------------------------------------------------
 def _translator(args: argparse.Namespace):
-    from .decoding import Translator
+    from .translator import Translator
 
     overrides = {
         k: v
         for k, v in (
             ("beam_size", args.beam_size),
-            ("max_tokens", args.max_tokens),
-            ("parallel_batches", args.parallel_batches),
+            ("decode_max_tokens", args.max_tokens),
+            ("decode_parallel_batches", args.parallel_batches),
             ("device", args.device),
             ("amp", args.amp),
         )

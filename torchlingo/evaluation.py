@@ -6,6 +6,7 @@ compare across toolkits; never on subword pieces.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from .errors import DataError
@@ -65,13 +66,13 @@ class BleuValidator:
         self.src_ids = [dataset[i][0].tolist() for i in range(len(dataset))]
 
     def __call__(self, model, step: int) -> dict:
-        from .decoding import Translator, decoding_settings
+        from .translator import DecodingSettings, Translator
 
         c, was_training = self.config, model.training
         device = next(model.parameters()).device
-        settings = {**decoding_settings(c), "beam_size": c.eval_beam_size}
+        settings = dataclasses.replace(DecodingSettings.from_config(c), beam_size=c.eval_beam_size)
         translator = Translator(
-            model, self.dataset.src_vocab, self.dataset.tgt_vocab, device=str(device), progress=False, **settings
+            model, self.dataset.src_vocab, self.dataset.tgt_vocab, settings, device=str(device), progress=False
         )
         try:
             hyps = [self.dataset.tgt_vocab.decode(nbest[0][0]) for nbest in translator.decode_ids(self.src_ids)]

@@ -171,10 +171,10 @@ def evaluate_test_set(config: Config, result: TrainResult, test: NMTDataset, run
     """Translate the test set with the best checkpoint (beam from the config), write test.hyp, score it.
 
     Without checkpoints (`save_checkpoints: false`) the model as training left it is used."""
-    from .decoding import Translator, decoding_settings
     from .evaluation import score_corpus
+    from .translator import DecodingSettings, Translator
 
-    settings = decoding_settings(config)
+    settings = DecodingSettings.from_config(config)
     candidates = [
         result.best_checkpoint,
         result.last_checkpoint,
@@ -183,10 +183,10 @@ def evaluate_test_set(config: Config, result: TrainResult, test: NMTDataset, run
     ]
     checkpoint = next((Path(c) for c in candidates if c is not None and Path(c).is_file()), None)
     if checkpoint is not None:
-        translator = Translator.from_checkpoint(checkpoint, device=config.device, **settings)
+        translator = Translator.from_checkpoint(checkpoint, settings, device=config.device)
     elif model is not None:
         translator = Translator(
-            model, test.src_vocab, test.tgt_vocab, device=str(next(model.parameters()).device), **settings
+            model, test.src_vocab, test.tgt_vocab, settings, device=str(next(model.parameters()).device)
         )
     else:
         raise TorchlingoError(f"{run_dir / 'checkpoints'}: no checkpoint to translate the test set with")
