@@ -43,9 +43,9 @@ def sp_model_path(data: Path) -> Path:
     ).hexdigest()[:12]
     path = Path(tempfile.gettempdir()) / "torchlingo-bench" / f"spm8k-{key}.model"
     if not path.exists():
-        src, tgt = read_parallel(*files, _LineChecker("error"))
+        pairs, _ = read_parallel(*files, _LineChecker("error"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        SentencePieceVocab.train(src + tgt, 8000).save(path)
+        SentencePieceVocab.train(pairs.src + pairs.tgt, 8000).save(path)
     return path
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import gzip
 
 import pytest
+import torch
 from cli_helpers import one_error_line, run_module, write_config, write_corpus
 
+from torchlingo.checkpoint import FORMAT_VERSION
 from torchlingo.cli import main
 
 
@@ -86,6 +88,7 @@ def test_parallel_files_with_different_line_counts(root, capsys):
 def test_resume_without_a_run(root, capsys):
     message = fails(capsys, ["train", str(write_config(root)), "--resume"])
     assert "checkpoints/last.pt: no checkpoint to resume from" in message
+    assert not (root / "runs").exists()  # nothing created for a run that is not there
 
 
 def test_translate_missing_checkpoint_and_input(root, capsys):
@@ -130,3 +133,175 @@ def test_decoding_flags_must_be_positive_integers(capsys, flag, value):
         main(["translate", "--checkpoint", "best.pt", flag, value])
     assert exit_info.value.code == 2
     assert f"argument {flag}: '{value}' is not a positive integer" in capsys.readouterr().err
+
+
+# -- config files mean what they say -------------------------------------------------------------------------
+def test_duplicated_group_or_key_names_both_lines(root, capsys):
+    base = write_config(root).read_text()
+    twice = root / "twice.yaml"
+    twice.write_text(base + "training:\n  num_epochs: 5\n")  # a second training: group would replace the first
+    first = base.splitlines().index("training:") + 1
+    last = len(base.splitlines()) + 1
+    message = fails(capsys, ["train", str(twice)])
+    assert message == (
+        f"torchlingo: error: {twice}:{last}: key 'training' is given twice (lines {first} and {last}); keep one of them"
+    )
+    seed = root / "seed.yaml"
+    seed.write_text("seed: 1\nmodel: {d_model: 16}\nseed: 2\n")
+    assert f"{seed}:3: key 'seed' is given twice (lines 1 and 3)" in fails(capsys, ["train", str(seed)])
+    assert not (root / "runs").exists()
+
+
+def test_empty_config_file_is_an_error(root, capsys):
+    empty = root / "empty.yaml"
+    empty.write_text("# nothing here yet\n")
+    assert f"{empty}: the config file is empty (no settings)" in fails(capsys, ["train", str(empty)])
+
+
+def test_max_len_must_fit_max_positions(root, capsys):
+    message = fails(capsys, ["train", str(write_config(root)), "--set", "max_positions=64"])
+    assert "max_len: 250 tokens plus <s> and </s> do not fit in max_positions=64; set max_len to at most 62" in message
+    assert not (root / "runs").exists()
+
+
+def test_validation_pair_longer_than_the_model_takes(root, capsys, torchlingo_logs):
+    """A validation pair the model cannot take is a bad line: found when the data is read, not after training."""
+    val = root / "data" / "val.tsv"
+    lines = val.read_text().splitlines()
+    lines[5] = " ".join(["dog"] * 40) + "\tperro"
+    val.write_text("\n".join(lines) + "\n")
+    config = write_config(root, max_positions=32, max_len=30, num_epochs=1, test_file=None)
+    message = fails(capsys, ["train", str(config)])
+    assert message.startswith(
+        f"torchlingo: error: {val}:6: source of 40 tokens, more than the model's max_positions=32"
+    )
+    assert not (root / "runs" / "tiny" / "checkpoints").exists()
+    assert main(["train", str(config), "--set", "bad_lines=skip"]) == 0
+    assert f"{val}: kept 11 pairs, skipped 1 (1 longer than the model takes (first at {val}:6))" in torchlingo_logs.text
+
+
+# -- inputs that pass the policy but are wrong ---------------------------------------------------------------
+def test_utf16_training_file_is_a_file_level_error_under_skip(root, capsys):
+    train = root / "data" / "train.tsv"
+    train.write_bytes(train.read_text(encoding="utf-8").encode("utf-16"))  # with its byte-order mark
+    config = write_config(root)
+    message = fails(capsys, ["train", str(config), "--set", "bad_lines=skip"])
+    assert f"{train}: UTF-16 text: found a byte-order mark; convert it to UTF-8" in message
+    train.write_bytes(train.read_bytes()[2:])  # the same without the mark: a NUL after every ASCII character
+    message = fails(capsys, ["train", str(config), "--set", "bad_lines=skip"])
+    assert (
+        f"{train}: not UTF-8 text (UTF-16 or UTF-32 text, or a binary or damaged file): found a NUL byte at line 1"
+        in message
+    )
+
+
+def test_nul_filled_block_is_a_file_level_error(root, capsys):
+    """A block of zero bytes (what a crash can leave in a file) is not one skippable line."""
+    train = root / "data" / "train.tsv"
+    train.write_bytes(train.read_bytes() + b"\0" * 4096 + b"\n")
+    message = fails(capsys, ["train", str(write_config(root)), "--set", "bad_lines=skip"])
+    assert f"{train}: not UTF-8 text" in message and "found a NUL byte at line 66" in message
+
+
+def test_latin1_file_is_a_file_level_error_under_skip(root, capsys):
+    train = root / "data" / "train.tsv"
+    rows = [f"caf\xe9 {i}\tcaf\xe9 {i}" for i in range(30)] + ["a cat\tun gato"] * 10
+    train.write_bytes("\n".join(rows).encode("latin-1") + b"\n")
+    message = fails(capsys, ["train", str(write_config(root)), "--set", "bad_lines=skip"])
+    assert f"{train}: 30 of 40 lines are not valid UTF-8: the file is in another encoding" in message
+
+
+def test_sentencepiece_vocab_size_too_small_says_the_minimum(root, capsys):
+    config = write_config(root, tokenizer="sentencepiece", vocab_size=10)
+    message = fails(capsys, ["train", str(config)])
+    assert "vocab_size: 10 is too small for the training text: SentencePiece needs at least " in message
+    needed = int(message.split("needs at least ")[1].split()[0])
+    assert needed > 10
+    assert main(["train", str(config), "--set", f"vocab_size={needed}", "--set", "num_epochs=1"]) == 0
+
+
+# -- clearer refusals: checkpoints and outputs ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny finished run: (root, path of its best.pt)."""
+    root = write_corpus(tmp_path_factory.mktemp("refusals"))
+    assert main(["train", str(write_config(root, num_epochs=1, test_file=None))]) == 0
+    return root, root / "runs" / "tiny" / "checkpoints" / "best.pt"
+
+
+def translate(root, checkpoint, *extra) -> list[str]:
+    src = root / "src.txt"
+    src.write_text("the cat sees a dog\n")
+    return ["translate", "--checkpoint", str(checkpoint), "--input", str(src), *extra]
+
+
+def test_checkpoint_path_that_is_a_directory(trained, capsys):
+    root, best = trained
+    message = fails(capsys, translate(root, best.parent.parent))
+    assert f"{best.parent.parent}: is a directory, not a checkpoint file" in message
+
+
+def test_another_projects_checkpoint_is_not_blamed_on_the_version(trained, capsys):
+    root, _ = trained
+    foreign = root / "foreign.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "optimizer": {}, "epoch": 3}, foreign)
+    message = fails(capsys, translate(root, foreign))
+    assert f"{foreign}: not a torchlingo checkpoint (a dict with keys epoch, model, optimizer)" in message
+    assert "version" not in message
+
+
+def test_newer_checkpoint_format_is_refused(trained, capsys):
+    root, best = trained
+    state = torch.load(best, weights_only=True)
+    newer = root / "newer.pt"
+    torch.save({**state, "format_version": FORMAT_VERSION + 1}, newer)
+    message = fails(capsys, translate(root, newer))
+    assert f"{newer}: written in checkpoint format {FORMAT_VERSION + 1}, newer than this torchlingo reads" in message
+
+
+def test_shape_mismatch_names_the_tensor_and_both_shapes(trained, capsys):
+    root, best = trained
+    state = torch.load(best, weights_only=True)
+    state["model"]["src_embed.weight"] = torch.zeros(7, 16)
+    edited = root / "edited.pt"
+    torch.save(state, edited)
+    message = fails(capsys, translate(root, edited))
+    assert f"{edited}: tensor src_embed.weight has shape [7, 16] in the checkpoint" in message
+    assert f"needs [{state['model_args']['src_vocab_size']}, 16]" in message
+
+
+def test_unknown_settings_in_a_checkpoint_warn_once(trained, capsys, torchlingo_logs):
+    root, best = trained
+    state = torch.load(best, weights_only=True)
+    state["config"]["future_option"] = 1
+    state["model_args"]["future_layer_norm"] = "rms"
+    later = root / "later.pt"
+    torch.save(state, later)
+    out = root / "later.txt"
+    capsys.readouterr()
+    assert main(translate(root, later, "--output", str(out))) == 0
+    warnings = [r.getMessage() for r in torchlingo_logs.records if "does not know" in r.getMessage()]
+    assert warnings == [f"{later}: ignoring settings this torchlingo does not know: future_layer_norm, future_option"]
+    assert len(out.read_text().splitlines()) == 1
+
+
+def test_translate_output_into_a_missing_directory_fails_first(trained, capsys, monkeypatch):
+    from torchlingo.decoding import Translator
+
+    root, best = trained
+    monkeypatch.setattr(Translator, "translate", lambda *a, **k: pytest.fail("translated before checking --output"))
+    out = root / "no" / "such" / "dir" / "out.txt"
+    message = fails(capsys, translate(root, best, "--output", str(out)))
+    assert message == f"torchlingo: error: {out}: the directory {out.parent} does not exist; create it first"
+    assert not (root / "no").exists()
+    args = ["evaluate", "--checkpoint", str(best), "--src", str(root / "src.txt"), "--ref", str(root / "src.txt")]
+    assert f"{out}: the directory" in fails(capsys, [*args, "--output", str(out)])
+
+
+def test_evaluate_empty_source_and_reference(trained, capsys):
+    root, best = trained
+    (root / "empty.src").write_text("")
+    (root / "empty.ref").write_text("")
+    args = ["evaluate", "--checkpoint", str(best), "--src", str(root / "empty.src"), "--ref", str(root / "empty.ref")]
+    message = fails(capsys, args)
+    assert f"{root / 'empty.src'} and {root / 'empty.ref'} are empty: no sentences to translate and score" in message

@@ -1,6 +1,10 @@
 """Messy corpora: every malformed line stops `bad_lines: error` with file and line, or is dropped and counted by
 `bad_lines: skip`; nothing is dropped silently and odd-looking sentences ("NA", quotes) are kept as they are."""
 
+import hashlib
+import os
+import threading
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -96,7 +100,12 @@ def test_very_long_lines_are_filtered_by_max_len_and_reported(tmp_path, torchlin
     assert ds.src_texts == ["a cat", "the dog"]
     assert ds.skipped == {"longer than max_len=50 tokens": 2}
     assert "skipped 2 (2 longer than max_len=50 tokens)" in torchlingo_logs.records[-1].getMessage()
-    assert len(NMTDataset(path, config=CONFIG)) == 4  # no max_len: nothing left out
+    # Without max_len the 5000-token sides are more than the model takes (max_positions 1024): bad lines.
+    with pytest.raises(DataError, match=rf"{path}:2: source of 5000 tokens, more than the model's max_positions=1024"):
+        NMTDataset(path, config=CONFIG)
+    skipping = NMTDataset(path, config=CONFIG, bad_lines="skip")
+    assert skipping.src_texts == ["a cat", "the dog"] and skipping.skipped == {"longer than the model takes": 2}
+    assert len(NMTDataset(path, config=Config(tokenizer="word", max_positions=5002, max_len=5000))) == 4
     with pytest.raises(DataError, match="every pair has a side longer than max_len=1 tokens"):
         NMTDataset(path, config=CONFIG, max_len=1)
 
@@ -126,3 +135,38 @@ def test_bad_lines_policy_from_config(tmp_path):
     assert len(NMTDataset(path, config=Config(tokenizer="word", bad_lines="skip"))) == 2
     with pytest.raises(DataError, match=":2: expected 2 tab-separated columns, found 1"):
         NMTDataset(path, config=Config(tokenizer="word"))  # the default is error
+
+
+def test_reading_is_streamed(tmp_path):
+    """An 8 MB file of which two lines are kept is never held in memory at once."""
+    path = tmp_path / "big.tsv"
+    with path.open("wb") as f:
+        f.write(GOOD[0] + b"\n" + (b"x" * 79 + b"\n") * 100_000 + GOOD[1] + b"\n")
+    tracemalloc.start()
+    try:
+        ds = NMTDataset(path, config=CONFIG, bad_lines="skip")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ds.src_texts == ["a cat", "the dog"] and ds.skipped == {"wrong number of columns": 100_000}
+    assert peak < 2_000_000, peak
+    assert ds.fingerprint == [
+        {
+            "file": "big.tsv",
+            "bytes": path.stat().st_size,
+            "lines": 100_002,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
+    ]
+
+
+def test_a_fifo_is_read_as_a_file(tmp_path):
+    """A named pipe is a file (not a prefix for src_lang/tgt_lang), read as it comes."""
+    fifo = tmp_path / "train.tsv"
+    os.mkfifo(fifo)
+    data = b"\n".join(GOOD) + b"\n"
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,), daemon=True)
+    writer.start()
+    ds = NMTDataset(fifo, config=Config(tokenizer="word", src_lang="de", tgt_lang="en"))
+    writer.join(timeout=10)
+    assert ds.src_texts == ["a cat", "the dog"] and ds.fingerprint[0]["bytes"] == len(data)

@@ -6,6 +6,7 @@ reads it and a file crafted to run code is refused instead of executed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pickle
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, first_line
+from .errors import CheckpointError, TorchlingoError, first_line
 from .files import atomic_write
 
 FORMAT_VERSION = 1
@@ -108,6 +109,11 @@ def check_writable(directory: str | Path) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with `weights_only=True`; any problem becomes a one-line CheckpointError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"{path}: is a directory, not a checkpoint file (a run's checkpoints are DIR/checkpoints/best.pt "
+            "and last.pt)"
+        )
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     _check_crc(path)
@@ -123,9 +129,50 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint, or not a checkpoint ({reason})") from None
     except Exception as e:  # RuntimeError, EOFError, struct.error, ...: whatever a damaged file makes torch raise
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_reason(e)})") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path}: not a torchlingo checkpoint (no model weights)")
+    _check_format(path, state)
+    _drop_unknown_keys(path, state)
     return state
+
+
+def _check_format(path: Path, state: Any) -> None:
+    """torchlingo's own checkpoints are dicts with `format_version` and `model`; a newer format is refused."""
+    if not isinstance(state, dict) or "format_version" not in state or not isinstance(state.get("model"), dict):
+        if isinstance(state, dict):
+            keys = sorted(map(str, state))
+            what = f"a dict with keys {', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}" if keys else "empty"
+        else:
+            what = f"a {type(state).__name__}"
+        raise CheckpointError(
+            f"{path}: not a torchlingo checkpoint ({what}); torchlingo reads the checkpoints its training writes"
+        )
+    version = state["format_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: written in checkpoint format {version!r}, newer than this torchlingo reads "
+            f"(format {FORMAT_VERSION}); upgrade torchlingo to load it"
+        )
+
+
+_warned_unknown: set[tuple[str, tuple[str, ...]]] = set()
+
+
+def _drop_unknown_keys(path: Path, state: dict) -> None:
+    """Config keys this torchlingo does not know (a later version's) are dropped from the stored config and model
+    arguments, with one warning per file."""
+    from .config import Config
+
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown: set[str] = set()
+    for entry, extra in (("config", ()), ("model_args", ("src_vocab_size", "tgt_vocab_size"))):
+        values = state.get(entry)
+        if isinstance(values, dict):
+            drop = [k for k in values if k not in known and k not in extra]
+            unknown.update(map(str, drop))
+            state[entry] = {k: v for k, v in values.items() if k not in drop}
+    key = (str(path.resolve()), tuple(sorted(unknown)))
+    if unknown and key not in _warned_unknown:
+        _warned_unknown.add(key)
+        log.warning("%s: ignoring settings this torchlingo does not know: %s", path, ", ".join(sorted(unknown)))
 
 
 def find_resumable(ckpt_dir: str | Path) -> Path:
@@ -188,17 +235,63 @@ def _reason(e: BaseException) -> str:
 def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
     """(model in eval mode, src_vocab, tgt_vocab, state) from a checkpoint written by training."""
     from .data_processing.vocab import vocab_from_state
-    from .models import SimpleTransformer
 
     state = load_checkpoint(path, map_location)
+    model = _build_model(path, state)
+    _check_tensors(path, model.state_dict(), state["model"])
     try:
-        model = SimpleTransformer.from_args(state["model_args"])
         model.load_state_dict(state["model"])
-        src_vocab = vocab_from_state(state["src_vocab"]) if state.get("src_vocab") else None
-        tgt_vocab = vocab_from_state(state["tgt_vocab"]) if state.get("tgt_vocab") else None
-    except (KeyError, RuntimeError, TypeError) as e:
-        raise CheckpointError(f"{path}: checkpoint does not match this torchlingo version ({_reason(e)})") from None
-    return model.to(map_location).eval(), src_vocab, tgt_vocab, state
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: cannot load the model weights ({_reason(e)})") from None
+    vocabs = []
+    for side in ("src_vocab", "tgt_vocab"):
+        try:
+            vocabs.append(vocab_from_state(state[side]) if state.get(side) else None)
+        except (TorchlingoError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{path}: its {side} is damaged ({first_line(e)})") from None
+    for vocab, arg in zip(vocabs, ("src_vocab_size", "tgt_vocab_size")):
+        if vocab is not None and len(vocab) != model.args[arg]:
+            raise CheckpointError(
+                f"{path}: the vocabulary has {len(vocab)} entries but the model was built for "
+                f"{arg}={model.args[arg]}; the checkpoint was altered"
+            )
+    return model.to(map_location).eval(), vocabs[0], vocabs[1], state
+
+
+def _build_model(path: Path, state: dict):
+    from .config import Config
+    from .models import SimpleTransformer
+
+    args = state.get("model_args")
+    if not isinstance(args, dict) or not args:
+        raise CheckpointError(f"{path}: holds no model_args, so no model can be built from it")
+    args = dict(args)
+    # The model does not use max_len, but the Config it is built with checks max_len against max_positions.
+    positions = args.get("max_positions", Config.max_positions)
+    if isinstance(positions, int):
+        args.setdefault("max_len", max(1, min(Config.max_len, positions - 2)))
+    try:
+        return SimpleTransformer.from_args(args)
+    except (TorchlingoError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its model_args do not describe a model ({first_line(e)})") from None
+
+
+def _check_tensors(path: Path, expected: dict, stored: dict) -> None:
+    """Name the first tensor that is missing, extra or of another shape than the model its model_args build."""
+    missing = [k for k in expected if k not in stored]
+    if missing:
+        raise CheckpointError(f"{path}: tensor {missing[0]} of the model is missing from the checkpoint")
+    extra = [k for k in stored if k not in expected]
+    if extra:
+        raise CheckpointError(f"{path}: holds tensor {extra[0]}, which the model its model_args describe lacks")
+    for key, want in expected.items():
+        got = stored[key]
+        shape = list(got.shape) if isinstance(got, torch.Tensor) else None
+        if shape != list(want.shape):
+            raise CheckpointError(
+                f"{path}: tensor {key} has shape {shape} in the checkpoint, but the model its model_args describe "
+                f"needs {list(want.shape)}; the checkpoint was altered or does not belong to these model_args"
+            )
 
 
 def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The `torchlingo` command: train | translate | evaluate | download.
 
-    torchlingo train CONFIG [--set KEY=VALUE ...] [--resume | --overwrite]
+    torchlingo train CONFIG [--set KEY=VALUE ...] [--resume [--accept-data-change] | --overwrite]
     torchlingo translate --checkpoint PATH [--input FILE] [--output FILE] [--beam-size N]
     torchlingo evaluate --checkpoint PATH [--src FILE] --ref FILE [--beam-size N] [--json]
     torchlingo download multi30k --dest DIR [--base-url URL]
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -31,8 +32,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .config import Config
     from .experiment import run_experiment
 
+    if args.accept_data_change and not args.resume:
+        raise TorchlingoError("--accept-data-change: only with --resume (a new run reads its data as it is)")
     config = Config.from_yaml(args.config, args.set)
-    metrics = run_experiment(config, resume=args.resume, overwrite=args.overwrite)
+    metrics = run_experiment(
+        config, resume=args.resume, overwrite=args.overwrite, accept_data_change=args.accept_data_change
+    )
     print(f"run directory: {config.run_dir}")
     print(
         f"steps: {metrics['steps']}  best step: {metrics['best_step']}  best validation loss: "
@@ -88,6 +93,11 @@ def read_text_lines(path: str | None) -> list[str]:
             data = Path(path).read_bytes()
     except OSError as e:
         raise DataError(f"{name}: cannot read ({e.strerror or e})") from None
+    from .data_processing.textfile import check_text_start, not_utf8
+
+    check_text_start(name, data)
+    if b"\0" in data:
+        raise not_utf8(name, data[: data.index(b"\0")].count(b"\n") + 1)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -120,7 +130,22 @@ def write_text_lines(path: str | None, lines: list[str]) -> None:
         raise DataError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
+def check_output(path: str | None) -> None:
+    """An --output that cannot be written fails before anything is translated."""
+    if path in (None, "-"):
+        return
+    out = Path(path)
+    parent = out.parent
+    if out.is_dir():
+        raise DataError(f"{out}: is a directory; --output needs a file name")
+    if not parent.is_dir():
+        raise DataError(f"{out}: the directory {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise DataError(f"{out}: cannot write in {parent} (permission denied)")
+
+
 def cmd_translate(args: argparse.Namespace) -> int:
+    check_output(args.output)
     lines = read_text_lines(args.input) if args.input not in (None, "-") else None  # a bad file fails at once
     translator = _translator(args)  # a bad checkpoint fails before anyone types into stdin
     lines = read_text_lines(args.input) if lines is None else lines
@@ -131,6 +156,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import score_corpus
 
+    check_output(args.output)
     refs = read_text_lines(args.ref)
     src = read_text_lines(args.src) if args.src not in (None, "-") else None
     translator = _translator(args)
@@ -140,6 +166,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{args.src or '<stdin>'} has {len(src)} lines but {args.ref} has {len(refs)}; "
             "source and reference must be aligned, one sentence a line"
         )
+    if not refs:
+        raise DataError(f"{args.src or '<stdin>'} and {args.ref} are empty: no sentences to translate and score")
     hyps = translate_lines(translator, src)
     if args.output:
         write_text_lines(args.output, hyps)
@@ -187,7 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--resume", action="store_true", help="continue the run in the run directory from checkpoints/last.pt"
     )
-    mode.add_argument("--overwrite", action="store_true", help="delete an earlier run in the run directory first")
+    mode.add_argument(
+        "--overwrite", action="store_true", help="delete the earlier torchlingo run in the run directory first"
+    )
+    p.add_argument(
+        "--accept-data-change",
+        action="store_true",
+        help="with --resume: go on although the training data or batching changed since the checkpoint "
+        "(keeps the weights, restarts the checkpoint's epoch with the new data)",
+    )
     p.set_defaults(func=cmd_train)
 
     def decoding_options(p: argparse.ArgumentParser) -> None:

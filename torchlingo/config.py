@@ -20,6 +20,7 @@ import yaml
 
 from .errors import ConfigError, first_line
 from .files import write_text
+from .rundir import check_run_name
 
 GROUPS = ("data", "model", "training", "decoding", "logging")
 SCHEDULERS = ("cosine", "plateau", "transformer", "noam", "none")
@@ -71,12 +72,17 @@ class Config:
         "data", None, "Word vocabularies keep at most this many entries (specials included).", min=5
     )
     max_len: int = _opt(
-        "data", 250, "Training pairs with a side longer than this many tokens are left out (and counted).", min=1
+        "data",
+        250,
+        "Training pairs with a side longer than this many tokens are left out (and counted); max_len + 2 (for <s> "
+        "and </s>) must fit in max_positions.",
+        min=1,
     )
     bad_lines: str = _opt(
         "data",
         "error",
-        "Malformed corpus lines: error stops with file and line, skip drops and reports them.",
+        "Malformed corpus lines (and pairs longer than max_positions allows): error stops with file and line, skip "
+        "drops and reports them.",
         choices=("error", "skip"),
     )
     batch_size: int = _opt("data", 32, "Sentences per batch when max_tokens is 0.", min=1)
@@ -182,7 +188,9 @@ class Config:
 
     # -- logging ------------------------------------------------------------------------------------------
     experiment_name: str = _opt(
-        "logging", "experiment", "Run name; the run directory is tensorboard_dir/experiment_name."
+        "logging",
+        "experiment",
+        "Run name: one directory name (not '.', '..' or a path); the run directory is tensorboard_dir/experiment_name.",
     )
     tensorboard_dir: str = _opt("logging", "runs", "Parent of all run directories.")
     use_tensorboard: bool = _opt("logging", True, "Write TensorBoard event files to the run directory.")
@@ -204,6 +212,12 @@ class Config:
             )
         if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
             raise ConfigError(f"adam_betas: expected two numbers in [0, 1), got {list(self.adam_betas)}")
+        if self.max_len + 2 > self.max_positions:
+            raise ConfigError(
+                f"max_len: {self.max_len} tokens plus <s> and </s> do not fit in max_positions={self.max_positions}; "
+                f"set max_len to at most {self.max_positions - 2} or raise max_positions"
+            )
+        check_run_name(self.experiment_name)
         if self.scheduler_type == "noam":
             self.scheduler_type = "transformer"
 
@@ -240,7 +254,9 @@ class Config:
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: cannot read config ({e})") from None
         try:
-            values = yaml.safe_load(text)
+            values = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        except _DuplicateKey as e:
+            raise ConfigError(f"{path}:{e.line}: {e}") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f":{mark.line + 1}" if mark is not None else ""
@@ -251,6 +267,8 @@ class Config:
             raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
         except (ValueError, TypeError, OverflowError) as e:  # a tag's constructor failed: `!!float abc`, `!!binary x`
             raise ConfigError(f"{path}: not valid YAML ({first_line(e)})") from None
+        if values is None:  # an empty file (or only comments) is a lost or truncated config, not "all defaults"
+            raise ConfigError(f"{path}: the config file is empty (no settings); write {{}} in it for all the defaults")
         return cls.from_dict(values, source=str(path), overrides=overrides)
 
     def to_dict(self, grouped: bool = True) -> dict:
@@ -275,6 +293,34 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         """A validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, line: int):
+        super().__init__(f"key {key!r} is given twice (lines {first} and {line}); keep one of them")
+        self.line = line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, except that a key given twice in one mapping (a second `training:` group, a repeated
+    `seed:`) is an error instead of the last one silently winning. Keys brought in by a `<<` merge may be
+    overridden, as YAML says."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, seen[key], line)
+                    seen[key] = line
+                except TypeError:  # an unhashable key: SafeLoader reports it below
+                    continue
+        return super().construct_mapping(node, deep=deep)
 
 
 @functools.cache

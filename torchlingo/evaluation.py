@@ -28,6 +28,8 @@ def score_corpus(
     `refs` is one reference per hypothesis, or a list of reference streams (each as long as `hyps`) for several.
     """
     hyps = list(hyps)
+    if not hyps:
+        raise DataError("score_corpus: no sentences to score (the hypotheses are empty)")
     streams = [list(refs)] if not refs or isinstance(refs[0], str) else [list(r) for r in refs]
     for stream in streams:
         if len(stream) != len(hyps):

@@ -20,8 +20,10 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             config.run_dir.mkdir(parents=True, exist_ok=True)
-            # purge_step hides events a killed run wrote after the checkpoint this run resumes from.
-            self.writer = SummaryWriter(str(config.run_dir), purge_step=start_step or None)
+            # Resuming from a checkpoint of step S, this run logs steps S+1, ...; what a killed run logged after S
+            # is hidden by purge_step, which drops every earlier event with step >= purge_step. S itself (its
+            # train/loss, val/loss) was logged before the checkpoint was written and is kept: purge_step is S + 1.
+            self.writer = SummaryWriter(str(config.run_dir), purge_step=start_step + 1 if start_step else None)
         self.bar = None
         if config.progress_bar and sys.stderr.isatty():
             from tqdm import tqdm
@@ -29,13 +31,18 @@ class RunLogger:
             self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, leave=False)
         self._last_time = time.perf_counter()
 
+    # Each event is flushed at once (not within the writer's 120 s): a checkpoint of this step may follow, and a
+    # run killed after it must keep the curves up to the step it will be resumed from. Events come every
+    # log_interval steps and at validations, so this costs nothing measurable.
     def scalar(self, tag: str, value: float, step: int) -> None:
         if self.writer is not None:
             self.writer.add_scalar(tag, value, step)
+            self.writer.flush()
 
     def text(self, tag: str, text: str, step: int) -> None:
         if self.writer is not None:
             self.writer.add_text(tag, text, step)
+            self.writer.flush()
 
     def advance(self) -> None:
         if self.bar is not None:

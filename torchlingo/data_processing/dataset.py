@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import collections
 import logging
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from torch.utils.data import Dataset
 
 from ..config import Config
 from ..errors import DataError
+from .textfile import LineReader
 from .vocab import SentencePieceVocab, Vocab
 
 log = logging.getLogger("torchlingo")
@@ -29,31 +31,17 @@ def resolve_data_path(
             raise DataError(f"parallel data needs two files (source, target), got {len(spec)}")
         return Path(spec[0]), Path(spec[1])
     path = Path(spec)
-    if src_lang and tgt_lang and not path.is_file():
+    if src_lang and tgt_lang and not (path.is_file() or path.is_fifo()):
         return Path(f"{path}.{src_lang}"), Path(f"{path}.{tgt_lang}")
     return path
 
 
-def _read_lines(path: Path) -> list[bytes]:
-    """Raw lines without line ends (LF or CRLF) and without a UTF-8 byte-order mark; a final newline is optional."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected a file") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
-
-
 class _LineChecker:
     """Applies the `bad_lines` policy: raise on the first bad line, or count the skipped ones by reason."""
+
+    # A file where more lines than this share (and at least MIN_INVALID lines) are not UTF-8 is in another encoding
+    # (Latin-1, ...): a file-level error, not a pile of skipped lines.
+    INVALID_SHARE, MIN_INVALID = 0.1, 10
 
     def __init__(self, policy: str):
         if policy not in ("error", "skip"):
@@ -61,6 +49,7 @@ class _LineChecker:
         self.policy = policy
         self.skipped: collections.Counter[str] = collections.Counter()
         self.first: dict[str, str] = {}  # reason -> where it first happened, for the report
+        self.invalid: collections.Counter[Path] = collections.Counter()  # lines not UTF-8, per file
 
     def bad(self, where: str, reason: str, message: str | None = None) -> None:
         """`reason` is what the report counts ("invalid UTF-8"); `message`, if given, what the error says instead."""
@@ -69,20 +58,46 @@ class _LineChecker:
         self.skipped[reason] += 1
         self.first.setdefault(reason, where)
 
-    def decode(self, raw: bytes, where: str) -> str | None:
+    def decode(self, raw: bytes, path: Path, n: int) -> str | None:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            self.bad(where, "invalid UTF-8", f"invalid UTF-8 at byte {e.start + 1}")
+            self.invalid[path] += 1
+            self.bad(f"{path}:{n}", "invalid UTF-8", f"invalid UTF-8 at byte {e.start + 1}")
             return None
 
+    def check_encoding(self, reader: LineReader) -> None:
+        """After a file was read under `skip`: refuse it when a large share of its lines were not UTF-8."""
+        bad = self.invalid[reader.path]
+        if bad >= self.MIN_INVALID and bad > self.INVALID_SHARE * reader.lines:
+            raise DataError(
+                f"{reader.path}: {bad} of {reader.lines} lines are not valid UTF-8: the file is in another encoding "
+                "(Latin-1? Windows-1252?); convert it to UTF-8 (e.g. iconv -f LATIN1 -t UTF-8); bad_lines: skip "
+                "only drops the odd broken line"
+            )
 
-def read_tsv(path: Path, checker: _LineChecker) -> tuple[list[str], list[str]]:
-    """Two tab-separated columns, no quote processing ("NA" and a leading `"` are ordinary text); header optional."""
-    src, tgt = [], []
-    for n, raw in enumerate(_read_lines(path), start=1):
+
+class _Pairs:
+    """Sentence pairs as read, with the line number each came from (for errors about a pair found later)."""
+
+    def __init__(self):
+        self.src: list[str] = []
+        self.tgt: list[str] = []
+        self.lines = array.array("q")
+
+    def add(self, n: int, s: str, t: str) -> None:
+        self.src.append(s)
+        self.tgt.append(t)
+        self.lines.append(n)
+
+
+def read_tsv(path: Path, checker: _LineChecker) -> tuple[_Pairs, list[dict]]:
+    """Two tab-separated columns, no quote processing ("NA" and a leading `"` are ordinary text); header optional.
+    Returns the pairs and the file's fingerprint."""
+    pairs, reader = _Pairs(), LineReader(path)
+    for n, raw in enumerate(reader, start=1):
         where = f"{path}:{n}"
-        line = checker.decode(raw, where)
+        line = checker.decode(raw, path, n)
         if line is None:
             continue
         cols = line.split("\t")
@@ -98,32 +113,36 @@ def read_tsv(path: Path, checker: _LineChecker) -> tuple[list[str], list[str]]:
         if not s or not t:
             checker.bad(where, f"empty {'source' if not s else 'target'}")
             continue
-        src.append(s)
-        tgt.append(t)
-    return src, tgt
+        pairs.add(n, s, t)
+    checker.check_encoding(reader)
+    return pairs, [reader.fingerprint()]
 
 
-def read_parallel(src_path: Path, tgt_path: Path, checker: _LineChecker) -> tuple[list[str], list[str]]:
-    """Two files with one sentence a line; line i of one translates line i of the other."""
-    src_lines, tgt_lines = _read_lines(src_path), _read_lines(tgt_path)
-    if len(src_lines) != len(tgt_lines):
-        raise DataError(
-            f"{src_path} has {len(src_lines)} lines but {tgt_path} has {len(tgt_lines)}; "
-            "parallel files must have one sentence a line, aligned"
-        )
-    src, tgt = [], []
+def read_parallel(src_path: Path, tgt_path: Path, checker: _LineChecker) -> tuple[_Pairs, list[dict]]:
+    """Two files with one sentence a line; line i of one translates line i of the other. Both are streamed."""
+    pairs, readers = _Pairs(), (LineReader(src_path), LineReader(tgt_path))
+    src_lines, tgt_lines = iter(readers[0]), iter(readers[1])
     for n, (rs, rt) in enumerate(zip(src_lines, tgt_lines), start=1):
-        s = checker.decode(rs, f"{src_path}:{n}")
-        t = checker.decode(rt, f"{tgt_path}:{n}") if s is not None else None
+        s = checker.decode(rs, src_path, n)
+        t = checker.decode(rt, tgt_path, n) if s is not None else None
         if s is None or t is None:
             continue
         s, t = s.strip(), t.strip()
         if not s or not t:
             checker.bad(f"{src_path if not s else tgt_path}:{n}", f"empty {'source' if not s else 'target'}")
             continue
-        src.append(s)
-        tgt.append(t)
-    return src, tgt
+        pairs.add(n, s, t)
+    for rest in (src_lines, tgt_lines):  # count the lines of the longer file
+        for _ in rest:
+            pass
+    if readers[0].lines != readers[1].lines:
+        raise DataError(
+            f"{src_path} has {readers[0].lines} lines but {tgt_path} has {readers[1].lines}; "
+            "parallel files must have one sentence a line, aligned"
+        )
+    for reader in readers:
+        checker.check_encoding(reader)
+    return pairs, [r.fingerprint() for r in readers]
 
 
 def build_vocabs(src_texts: list[str], tgt_texts: list[str], config: Config):
@@ -159,7 +178,10 @@ class NMTDataset(Dataset):
     """Sentence pairs from a TSV file or two parallel files, as (src_ids, tgt_ids) LongTensors without BOS/EOS.
 
     Vocabularies are built from this data when none are given (pass the training set's to val/test sets).
-    `max_len` leaves out pairs with a side longer than that many tokens, and says how many.
+    `max_len` leaves out pairs with a side longer than that many tokens, and says how many. A pair with a side the
+    model cannot take (more than `config.max_positions` - 2 tokens, the 2 for <s> and </s>) is a bad line: an error
+    naming file and line under `bad_lines: error`, left out and counted under `skip`. `fingerprint` describes the
+    files read (name, bytes, lines, SHA-256), for a resume to compare.
     """
 
     def __init__(
@@ -176,38 +198,62 @@ class NMTDataset(Dataset):
         resolved = resolve_data_path(path, config.src_lang, config.tgt_lang)
         checker = _LineChecker(bad_lines or config.bad_lines)
         if isinstance(resolved, tuple):
-            self.src_texts, self.tgt_texts = read_parallel(*resolved, checker)
+            pairs, self.fingerprint = read_parallel(*resolved, checker)
             self.source = f"{resolved[0]} + {resolved[1]}"
+            files = resolved
         else:
-            self.src_texts, self.tgt_texts = read_tsv(resolved, checker)
+            pairs, self.fingerprint = read_tsv(resolved, checker)
             self.source = str(resolved)
-        self.skipped = dict(checker.skipped)
-        where = {why: f" (first at {at})" for why, at in checker.first.items()}
-        if not self.src_texts:
-            dropped = f"; all {sum(self.skipped.values())} lines were skipped as bad" if self.skipped else ""
+            files = (resolved, resolved)
+        if not pairs.src:
+            dropped = f"; all {sum(checker.skipped.values())} lines were skipped as bad" if checker.skipped else ""
             raise DataError(f"{self.source}: no sentence pairs found{dropped}")
         if (src_vocab is None) != (tgt_vocab is None):
             raise DataError("pass both src_vocab and tgt_vocab, or neither to build them from this data")
         if src_vocab is None:
-            src_vocab, tgt_vocab = build_vocabs(self.src_texts, self.tgt_texts, config)
+            src_vocab, tgt_vocab = build_vocabs(pairs.src, pairs.tgt, config)
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
-        src_ids, tgt_ids = src_vocab.encode_many(self.src_texts), tgt_vocab.encode_many(self.tgt_texts)
-        if max_len is not None:
-            keep = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids)) if len(s) <= max_len and len(t) <= max_len]
-            if not keep:
-                raise DataError(
-                    f"{self.source}: every pair has a side longer than max_len={max_len} tokens; raise max_len"
-                )
-            if len(keep) < len(src_ids):
-                self.skipped[f"longer than max_len={max_len} tokens"] = len(src_ids) - len(keep)
-                src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
-                self.src_texts, self.tgt_texts = [self.src_texts[i] for i in keep], [self.tgt_texts[i] for i in keep]
+        src_ids, tgt_ids = src_vocab.encode_many(pairs.src), tgt_vocab.encode_many(pairs.tgt)
+        keep = self._fitting(src_ids, tgt_ids, pairs, files, checker, max_len)
+        if len(keep) < len(src_ids):
+            src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
+            pairs.src, pairs.tgt = [pairs.src[i] for i in keep], [pairs.tgt[i] for i in keep]
+        self.src_texts, self.tgt_texts = pairs.src, pairs.tgt
         self._src, self._tgt = _Packed(src_ids), _Packed(tgt_ids)
+        self.skipped = dict(checker.skipped)
         if self.skipped:
-            reasons = ", ".join(f"{n} {why}{where.get(why, '')}" for why, n in self.skipped.items())
+            reasons = ", ".join(f"{n} {why}{_first(checker, why)}" for why, n in self.skipped.items())
             log.warning(
                 "%s: kept %d pairs, skipped %d (%s)", self.source, len(self), sum(self.skipped.values()), reasons
             )
+
+    def _fitting(self, src_ids, tgt_ids, pairs: _Pairs, files, checker: _LineChecker, max_len) -> list[int]:
+        """Indices of the pairs to keep: within `max_len` (the rest counted), and within what the model takes
+        (the rest bad lines)."""
+        limit = self.config.max_positions - 2
+        keep, too_long = [], 0
+        for i, (s, t) in enumerate(zip(src_ids, tgt_ids)):
+            if max_len is not None and (len(s) > max_len or len(t) > max_len):
+                too_long += 1
+                continue
+            side = 0 if len(s) > limit else 1 if len(t) > limit else None
+            if side is not None:
+                n = (s, t)[side]
+                checker.bad(
+                    f"{files[side]}:{pairs.lines[i]}",
+                    "longer than the model takes",
+                    f"{('source', 'target')[side]} of {len(n)} tokens, more than the model's "
+                    f"max_positions={self.config.max_positions} allows ({limit} plus <s> and </s>)",
+                )
+                continue
+            keep.append(i)
+        if max_len is not None and too_long == len(src_ids):
+            raise DataError(f"{self.source}: every pair has a side longer than max_len={max_len} tokens; raise max_len")
+        if too_long:
+            checker.skipped[f"longer than max_len={max_len} tokens"] += too_long
+        if not keep:
+            raise DataError(f"{self.source}: no sentence pairs left; all were skipped as too long for the model")
+        return keep
 
     def __len__(self) -> int:
         return len(self._src.lengths)
@@ -223,3 +269,7 @@ class NMTDataset(Dataset):
     @property
     def tgt_lengths(self) -> torch.Tensor:
         return self._tgt.lengths
+
+
+def _first(checker: _LineChecker, why: str) -> str:
+    return f" (first at {checker.first[why]})" if why in checker.first else ""

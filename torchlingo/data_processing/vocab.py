@@ -7,12 +7,13 @@ Both kinds share one interface: `encode(text) -> list[int]`, `decode(ids) -> str
 from __future__ import annotations
 
 import collections
+import hashlib
 import io
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError, first_line
 from ..files import write_bytes, write_text
 
 PAD_IDX, UNK_IDX, BOS_IDX, EOS_IDX = 0, 1, 2, 3
@@ -136,22 +137,25 @@ class SentencePieceVocab(_Specials):
         import sentencepiece as spm
 
         model = io.BytesIO()
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter([t for t in texts if t.strip()]),
-            model_writer=model,
-            vocab_size=vocab_size,
-            model_type=model_type,
-            hard_vocab_limit=False,
-            character_coverage=character_coverage,
-            pad_id=PAD_IDX,
-            unk_id=UNK_IDX,
-            bos_id=BOS_IDX,
-            eos_id=EOS_IDX,
-            input_sentence_size=2_000_000,
-            shuffle_input_sentence=True,
-            num_threads=2,
-            minloglevel=2,
-        )
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter([t for t in texts if t.strip()]),
+                model_writer=model,
+                vocab_size=vocab_size,
+                model_type=model_type,
+                hard_vocab_limit=False,
+                character_coverage=character_coverage,
+                pad_id=PAD_IDX,
+                unk_id=UNK_IDX,
+                bos_id=BOS_IDX,
+                eos_id=EOS_IDX,
+                input_sentence_size=2_000_000,
+                shuffle_input_sentence=True,
+                num_threads=2,
+                minloglevel=2,
+            )
+        except RuntimeError as e:  # sentencepiece's trainer reports every problem as a RuntimeError
+            raise _training_error(e, vocab_size) from None
         return cls(model.getvalue())
 
     @classmethod
@@ -182,6 +186,28 @@ class SentencePieceVocab(_Specials):
 
     def to_state(self) -> dict:
         return {"kind": self.kind, "model": self.model_proto}
+
+
+_TOO_FEW = re.compile(r"Vocabulary size is smaller than required_chars\. \d+ vs (\d+)")
+
+
+def _training_error(e: RuntimeError, vocab_size: int) -> Exception:
+    """A one-line error for SentencePiece's failure; a too small vocab_size says the minimum that trainer printed."""
+    needed = _TOO_FEW.search(str(e))
+    if needed:
+        return ConfigError(
+            f"vocab_size: {vocab_size} is too small for the training text: SentencePiece needs at least "
+            f"{needed.group(1)} (a piece for each of its characters, plus the special pieces); "
+            f"set vocab_size to {needed.group(1)} or more"
+        )
+    return DataError(f"cannot train the SentencePiece model ({first_line(e)})")
+
+
+def vocab_hash(vocab) -> str:
+    """SHA-256 of what a vocabulary maps (the token list, or the SentencePiece model): equal hashes, equal ids."""
+    state = vocab.to_state()
+    data = state["model"] if state["kind"] == "sentencepiece" else "\n".join(state["tokens"]).encode("utf-8")
+    return hashlib.sha256(state["kind"].encode() + b"\0" + bytes(data)).hexdigest()
 
 
 def vocab_from_state(state: dict) -> Vocab | SentencePieceVocab:
