@@ -159,8 +159,8 @@ def test_empty_config_file_is_an_error(root, capsys):
 
 
 def test_max_len_must_fit_max_positions(root, capsys):
-    message = fails(capsys, ["train", str(write_config(root)), "--set", "max_positions=64"])
-    assert "max_len: 250 tokens plus <s> and </s> do not fit in max_positions=64; set max_len to at most 62" in message
+    message = fails(capsys, ["train", str(write_config(root)), "--set", "max_positions=64", "--set", "max_len=100"])
+    assert "max_len: 100 tokens plus <s> and </s> do not fit in max_positions=64; set max_len to at most 62" in message
     assert not (root / "runs").exists()
 
 
@@ -286,7 +286,7 @@ def test_unknown_settings_in_a_checkpoint_warn_once(trained, capsys, torchlingo_
 
 
 def test_translate_output_into_a_missing_directory_fails_first(trained, capsys, monkeypatch):
-    from torchlingo.decoding import Translator
+    from torchlingo.translator import Translator
 
     root, best = trained
     monkeypatch.setattr(Translator, "translate", lambda *a, **k: pytest.fail("translated before checking --output"))

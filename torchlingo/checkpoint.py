@@ -259,17 +259,12 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
 
 
 def _build_model(path: Path, state: dict):
-    from .config import Config
     from .models import SimpleTransformer
 
     args = state.get("model_args")
     if not isinstance(args, dict) or not args:
         raise CheckpointError(f"{path}: holds no model_args, so no model can be built from it")
     args = dict(args)
-    # The model does not use max_len, but the Config it is built with checks max_len against max_positions.
-    positions = args.get("max_positions", Config.max_positions)
-    if isinstance(positions, int):
-        args.setdefault("max_len", max(1, min(Config.max_len, positions - 2)))
     try:
         return SimpleTransformer.from_args(args)
     except (TorchlingoError, KeyError, TypeError, ValueError) as e:

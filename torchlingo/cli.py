@@ -201,7 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="torchlingo", description="Train, run and score translation models.")
     parser.add_argument("--version", action="version", version=f"torchlingo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_translate(sub)
+    _add_evaluate(sub)
+    _add_download(sub)
+    return parser
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model as a YAML config says, then translate and score its test set")
     p.add_argument("config", help="YAML config (see configs/ and docs/configuration.md)")
     p.add_argument(
@@ -226,38 +233,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
 
-    def decoding_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--checkpoint", required=True, help="a checkpoint written by training, e.g. runs/base/checkpoints/best.pt"
-        )
-        p.add_argument("--beam-size", type=positive_int, help="beam width (1 is greedy); default: the run's beam_size")
-        p.add_argument("--max-tokens", type=positive_int, help="source tokens per decoding batch")
-        p.add_argument(
-            "--parallel-batches",
-            type=positive_int,
-            help="CPU: batches decoded at once, each on its share of the threads (default: one per thread, at most 4)",
-        )
-        p.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto")
-        p.add_argument(
-            "--amp",
-            choices=AMP_MODES,
-            help="decoding precision (none is fp32); default: the run's amp (auto: bf16 where it runs fast)",
-        )
 
+def _decoding_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint", required=True, help="a checkpoint written by training, e.g. runs/base/checkpoints/best.pt"
+    )
+    p.add_argument("--beam-size", type=positive_int, help="beam width (1 is greedy); default: the run's beam_size")
+    p.add_argument("--max-tokens", type=positive_int, help="source tokens per decoding batch")
+    p.add_argument(
+        "--parallel-batches",
+        type=positive_int,
+        help="CPU: batches decoded at once, each on its share of the threads (default: one per thread, at most 4)",
+    )
+    p.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument(
+        "--amp",
+        choices=AMP_MODES,
+        help="decoding precision (none is fp32); default: the run's amp (auto: bf16 where it runs fast)",
+    )
+
+
+def _add_translate(sub) -> None:
     p = sub.add_parser("translate", help="translate one sentence a line (stdin to stdout by default)")
-    decoding_options(p)
+    _decoding_options(p)
     p.add_argument("--input", help="source file (default: stdin)")
     p.add_argument("--output", help="output file (default: stdout)")
     p.set_defaults(func=cmd_translate)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="translate a source file and score it against references (BLEU, chrF, TER)")
-    decoding_options(p)
+    _decoding_options(p)
     p.add_argument("--src", help="source file (default: stdin)")
     p.add_argument("--ref", required=True, help="reference translations, aligned with --src")
     p.add_argument("--output", help="also write the translations here")
     p.add_argument("--json", action="store_true", help="print the scores and signatures as JSON")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_download(sub) -> None:
     p = sub.add_parser("download", help="download a public corpus")
     corpora = p.add_subparsers(dest="corpus", required=True, metavar="CORPUS")
     m = corpora.add_parser("multi30k", help="Multi30k task 1 raw text (de, en, fr, cs)")
@@ -272,7 +286,6 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--base-url", help="mirror to download from (also TORCHLINGO_MULTI30K_URL); file:// works")
     m.add_argument("--overwrite", action="store_true", help="download files that already exist again")
     m.set_defaults(func=cmd_download)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

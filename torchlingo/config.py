@@ -71,11 +71,11 @@ class Config:
     max_vocab_size: int | None = _opt(
         "data", None, "Word vocabularies keep at most this many entries (specials included).", min=5
     )
-    max_len: int = _opt(
+    max_len: int | None = _opt(
         "data",
-        250,
-        "Training pairs with a side longer than this many tokens are left out (and counted); max_len + 2 (for <s> "
-        "and </s>) must fit in max_positions.",
+        None,
+        "Training pairs with a side longer than this many tokens are left out (and counted); null: the longest the "
+        "model takes (max_positions - 2, for <s> and </s>). Set, max_len + 2 must fit in max_positions.",
         min=1,
     )
     bad_lines: str = _opt(
@@ -212,7 +212,7 @@ class Config:
             )
         if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
             raise ConfigError(f"adam_betas: expected two numbers in [0, 1), got {list(self.adam_betas)}")
-        if self.max_len + 2 > self.max_positions:
+        if self.max_len is not None and self.max_len + 2 > self.max_positions:
             raise ConfigError(
                 f"max_len: {self.max_len} tokens plus <s> and </s> do not fit in max_positions={self.max_positions}; "
                 f"set max_len to at most {self.max_positions - 2} or raise max_positions"
@@ -220,6 +220,11 @@ class Config:
         check_run_name(self.experiment_name)
         if self.scheduler_type == "noam":
             self.scheduler_type = "transformer"
+
+    @property
+    def train_max_len(self) -> int:
+        """Longest side (in tokens) of a training pair that is kept: max_len, or what the positions allow."""
+        return self.max_len if self.max_len is not None else self.max_positions - 2
 
     @property
     def run_dir(self) -> Path:

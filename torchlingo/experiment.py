@@ -53,10 +53,10 @@ def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) 
     if state is not None:
         runinfo.check_config(config, state, resume_from)
         src_vocab, tgt_vocab = runinfo.resume_tokenizers(config, run_dir, state, resume_from)
-        train = NMTDataset(config.train_file, src_vocab, tgt_vocab, config, max_len=config.max_len)
+        train = NMTDataset(config.train_file, src_vocab, tgt_vocab, config, max_len=config.train_max_len)
     else:
         log.info("reading %s and training the %s tokenizer", config.train_file, config.tokenizer)
-        train = NMTDataset(config.train_file, config=config, max_len=config.max_len)
+        train = NMTDataset(config.train_file, config=config, max_len=config.train_max_len)
         src_vocab, tgt_vocab = save_tokenizers(config, run_dir, train)
     run_info = runinfo.build_run_info(config, train)
     restart_epoch = state is not None and runinfo.check_data(state, run_info, resume_from, accept_data_change)
