@@ -2,6 +2,7 @@
 
     python tests/_train_driver.py RUN_PARENT DATA_DIR FAULT [--resume] [KEY=VALUE ...]
     python tests/_train_driver.py cli FAULT train CONFIG [--resume]     (the CLI instead of the Python API)
+    torchrun --standalone --nproc_per_node 2 tests/_train_driver.py ...  (the same, one process per rank)
 
 FAULT injects one fault by wrapping a torchlingo function in this process only (the library has no test hooks):
   none          train normally
@@ -10,7 +11,9 @@ FAULT injects one fault by wrapping a torchlingo function in this process only (
   val:N         SIGKILL inside the N-th validation
   nan:A-B       the loss of batches A..B (1-based, counted in this process) is NaN
   sleep:N       sleep 3 s at the start of the N-th batch (a window for the signal tests), printing "READY"
-At the end it writes RUN/final.pt: the model weights and the TrainResult's histories.
+  worse:N       from the N-th validation on, this process' validation loss rises (1, 2, 3, ...)
+  FAULT@R       (under torchrun) the fault in rank R only, e.g. nan:3-3@1
+At the end it writes RUN/final.pt: the model weights and the TrainResult's histories (rank R > 0: final.rankR.pt).
 """
 
 import os
@@ -58,8 +61,9 @@ def kill_self() -> None:
 
 
 def inject(fault: str) -> None:
+    fault, _, only_rank = fault.partition("@")
     kind, _, arg = fault.partition(":")
-    if kind == "none":
+    if kind == "none" or (only_rank and int(only_rank) != int(os.environ.get("RANK", 0))):
         return
     if kind in ("batch", "sleep", "nan"):
         lo, _, hi = arg.partition("-")
@@ -88,6 +92,15 @@ def inject(fault: str) -> None:
             if calls[0] == int(arg):
                 kill_self()
             return real_val(*args, **kwargs)
+
+        T.validation_loss = validation_loss
+    elif kind == "worse":
+        real_val, calls = T.validation_loss, [0]
+
+        def validation_loss(*args, **kwargs):
+            calls[0] += 1
+            value = real_val(*args, **kwargs)  # every rank takes part in the collective
+            return value if calls[0] < int(arg) else float(calls[0])
 
         T.validation_loss = validation_loss
     elif kind == "save":
@@ -146,7 +159,7 @@ def main() -> None:
             "stopped_early": result.stopped_early,
             "resumed_from": str(resume_from),
         },
-        config.run_dir / "final.pt",
+        config.run_dir / (f"final.rank{rank}.pt" if (rank := int(os.environ.get("RANK", 0))) else "final.pt"),
     )
 
 

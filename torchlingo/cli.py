@@ -29,10 +29,13 @@ EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 # -- train --------------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import Config
+    from .distributed import is_writer
     from .experiment import run_experiment
 
     config = Config.from_yaml(args.config, args.set)
     metrics = run_experiment(config, resume=args.resume, overwrite=args.overwrite)
+    if not is_writer():
+        return 0  # under torchrun rank 0 reports
     print(f"run directory: {config.run_dir}")
     print(
         f"steps: {metrics['steps']}  best step: {metrics['best_step']}  best validation loss: "
@@ -249,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ntorchlingo: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except TrainingInterrupted as e:  # SIGINT / SIGTERM: last.pt saved; exit 130 / 143
-        print(f"torchlingo: {e}", file=sys.stderr)
+        from .distributed import is_writer
+
+        if is_writer():  # under torchrun every rank stops at the same step; rank 0 says so
+            print(f"torchlingo: {e}", file=sys.stderr)
         return e.exit_code
     except TorchlingoError as e:
         return _fail(str(e))

@@ -10,13 +10,14 @@ import logging
 import shutil
 from pathlib import Path
 
+from . import distributed
 from .checkpoint import find_resumable
 from .config import Config
 from .data_processing import NMTDataset, load_vocab, make_loader
 from .errors import ConfigError, TorchlingoError
 from .files import write_json, write_lines
 from .models import SimpleTransformer
-from .runtime import seed_everything
+from .runtime import resolve_device, seed_everything
 from .training import TrainResult, train_model
 
 log = logging.getLogger("torchlingo")
@@ -116,20 +117,24 @@ def run_experiment(config: Config, resume: bool = False, overwrite: bool = False
     """Train (or resume) the run described by `config`, translate its test set, and return metrics.json's contents."""
     if not config.train_file:
         raise ConfigError("train_file: must be set to train (a TSV file, or a prefix with src_lang/tgt_lang)")
-    run_dir = prepare_run_dir(config, resume, overwrite)
+    distributed.setup(resolve_device(config.device))  # under torchrun: join the process group; else nothing
+    distributed.wait_for_writer()  # rank 0 prepares the run directory and the tokenizer, the other ranks read them
+    run_dir = prepare_run_dir(config, resume, overwrite) if distributed.is_writer() else config.run_dir
     # last.pt, or the newest readable checkpoint when last.pt is damaged (find_resumable says so).
     resume_from = find_resumable(run_dir / "checkpoints") if resume else None
-    if resume:
+    if resume or not distributed.is_writer():
         src_vocab, tgt_vocab = build_tokenizers(config, run_dir)
         train = NMTDataset(config.train_file, src_vocab, tgt_vocab, config, max_len=config.max_len)
     else:
         log.info("reading %s and training the %s tokenizer", config.train_file, config.tokenizer)
         train = NMTDataset(config.train_file, config=config, max_len=config.max_len)
         src_vocab, tgt_vocab = build_tokenizers(config, run_dir, train)
+    distributed.writer_ready()
     val = NMTDataset(config.val_file, src_vocab, tgt_vocab, config) if config.val_file else None
     # The test set is read now so that a bad test file stops the run before training, not after it.
     test = NMTDataset(config.test_file, src_vocab, tgt_vocab, config) if config.test_file else None
-    config.to_yaml(run_dir / "config.yaml")
+    if distributed.is_writer():
+        config.to_yaml(run_dir / "config.yaml")
     log.info(
         "data: %d training pairs, %s validation pairs; vocabularies %d (source), %d (target)",
         len(train),
@@ -148,6 +153,8 @@ def run_experiment(config: Config, resume: bool = False, overwrite: bool = False
         resume_from=resume_from,
     )
     metrics = _train_metrics(result, resume)
+    if not distributed.is_writer():
+        return metrics  # rank 0 translates the test set and writes metrics.json
     if test is not None:
         metrics.update(evaluate_test_set(config, result, test, run_dir, model))
     write_json(run_dir / "metrics.json", metrics)
