@@ -461,6 +461,7 @@ class Trainer:
         }
 
     def rank_state(self) -> dict:
+        """This rank's own part of a checkpoint: its random state (dropout masks differ between ranks) and loss sums."""
         pos = self.pos
         return {"rng": capture_rng(), **{k: getattr(pos, k) for k in RANK_FIELDS}}
 
