@@ -2,6 +2,7 @@
 
     python tests/_train_driver.py RUN_PARENT DATA_DIR FAULT [--resume] [KEY=VALUE ...]
     python tests/_train_driver.py cli FAULT train CONFIG [--resume]     (the CLI instead of the Python API)
+    torchrun --standalone --nproc_per_node 2 tests/_train_driver.py ...  (the same, one process per rank)
 
 FAULT injects one fault by wrapping a torchlingo function in this process only (the library has no test hooks):
   none          train normally
@@ -10,7 +11,11 @@ FAULT injects one fault by wrapping a torchlingo function in this process only (
   val:N         SIGKILL inside the N-th validation
   nan:A-B       the loss of batches A..B (1-based, counted in this process) is NaN
   sleep:N       sleep 3 s at the start of the N-th batch (a window for the signal tests), printing "READY"
-At the end it writes RUN/final.pt: the model weights and the TrainResult's histories.
+                (under torchrun "READY PID", PID the process to signal)
+  error:N       raise a DataError at the start of the N-th batch (the CLI prints it as its one-line error)
+  worse:N       from the N-th validation on, this process' validation loss rises (1, 2, 3, ...)
+  FAULT@R       (under torchrun) the fault in rank R only, e.g. nan:3-3@1; FAULT,FAULT: both
+At the end it writes RUN/final.pt: the model weights and the TrainResult's histories (rank R > 0: final.rankR.pt).
 """
 
 import os
@@ -20,6 +25,7 @@ import time
 import types
 
 import torch
+import yaml
 
 torch.set_num_threads(1)  # bitwise equality needs the same thread count in every run
 
@@ -28,7 +34,7 @@ import torchlingo.files as F  # noqa: E402
 import torchlingo.training as T  # noqa: E402
 from torchlingo.config import Config  # noqa: E402
 from torchlingo.data_processing import NMTDataset, make_loader  # noqa: E402
-from torchlingo.errors import TorchlingoError  # noqa: E402
+from torchlingo.errors import DataError, TorchlingoError  # noqa: E402
 from torchlingo.models import SimpleTransformer  # noqa: E402
 
 TINY = dict(
@@ -57,11 +63,17 @@ def kill_self() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def inject(fault: str) -> None:
+def inject(faults: str) -> None:
+    for fault in faults.split(","):
+        inject_one(fault)
+
+
+def inject_one(fault: str) -> None:
+    fault, _, only_rank = fault.partition("@")
     kind, _, arg = fault.partition(":")
-    if kind == "none":
+    if kind == "none" or (only_rank and int(only_rank) != int(os.environ.get("RANK", 0))):
         return
-    if kind in ("batch", "sleep", "nan"):
+    if kind in ("batch", "sleep", "nan", "error"):
         lo, _, hi = arg.partition("-")
         lo, hi = int(lo), int(hi or lo)
         calls = [0]
@@ -72,8 +84,10 @@ def inject(fault: str) -> None:
                 if kind == "batch" and calls[0] == lo:
                     kill_self()
                 if kind == "sleep" and calls[0] == lo:
-                    print("READY", flush=True)
+                    print(f"READY {os.getpid()}" if "RANK" in os.environ else "READY", flush=True)
                     time.sleep(3)
+                if kind == "error" and calls[0] == lo:
+                    raise DataError("injected.tsv:3: injected error")
                 loss, n = super().forward(*args, **kwargs)
                 if kind == "nan" and lo <= calls[0] <= hi:
                     loss = loss * float("nan")
@@ -88,6 +102,15 @@ def inject(fault: str) -> None:
             if calls[0] == int(arg):
                 kill_self()
             return real_val(*args, **kwargs)
+
+        T.validation_loss = validation_loss
+    elif kind == "worse":
+        real_val, calls = T.validation_loss, [0]
+
+        def validation_loss(*args, **kwargs):
+            calls[0] += 1
+            value = real_val(*args, **kwargs)  # every rank takes part in the collective
+            return value if calls[0] < int(arg) else float(calls[0])
 
         T.validation_loss = validation_loss
     elif kind == "save":
@@ -117,7 +140,7 @@ def main() -> None:
     overrides = dict(TINY, tensorboard_dir=parent)
     for item in (r for r in rest if "=" in r):
         key, _, value = item.partition("=")
-        overrides[key] = type(overrides.get(key, ""))(value) if key in overrides else value
+        overrides[key] = type(overrides[key])(value) if key in overrides else yaml.safe_load(value)
     config = Config(**overrides)
     train = NMTDataset(os.path.join(data, "train.tsv"), config=config)
     val = NMTDataset(os.path.join(data, "val.tsv"), train.src_vocab, train.tgt_vocab, config=config)
@@ -146,7 +169,7 @@ def main() -> None:
             "stopped_early": result.stopped_early,
             "resumed_from": str(resume_from),
         },
-        config.run_dir / "final.pt",
+        config.run_dir / (f"final.rank{rank}.pt" if (rank := int(os.environ.get("RANK", 0))) else "final.pt"),
     )
 
 

@@ -30,6 +30,7 @@ EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 # -- train --------------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import Config
+    from .distributed import is_writer
     from .experiment import run_experiment
 
     if args.accept_data_change and not args.resume:
@@ -38,6 +39,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = run_experiment(
         config, resume=args.resume, overwrite=args.overwrite, accept_data_change=args.accept_data_change
     )
+    if not is_writer():
+        return 0  # under torchrun rank 0 reports
     print(f"run directory: {config.run_dir}")
     print(
         f"steps: {metrics['steps']}  best step: {metrics['best_step']}  best validation loss: "
@@ -298,7 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ntorchlingo: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except TrainingInterrupted as e:  # SIGINT / SIGTERM: last.pt saved; exit 130 / 143
-        print(f"torchlingo: {e}", file=sys.stderr)
+        from .distributed import is_writer
+
+        if is_writer():  # under torchrun every rank stops at the same step; rank 0 says so
+            print(f"torchlingo: {e}", file=sys.stderr)
         return e.exit_code
     except TorchlingoError as e:
         return _fail(str(e))

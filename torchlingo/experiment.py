@@ -7,18 +7,19 @@ what a resume checks). Python users can call `run_experiment(config)` directly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
-from . import rundir, runinfo
+from . import distributed, rundir, runinfo
 from .checkpoint import find_resumable, load_checkpoint
 from .config import Config
-from .data_processing import NMTDataset, make_loader
+from .data_processing import NMTDataset, load_vocab, make_loader
 from .errors import ConfigError, TorchlingoError
 from .files import write_json, write_lines
 from .models import SimpleTransformer
 from .rundir import tokenizer_files
-from .runtime import seed_everything
+from .runtime import resolve_device, seed_everything
 from .training import TrainResult, train_model
 
 log = logging.getLogger("torchlingo")
@@ -39,10 +40,13 @@ def run_experiment(
 
     The run directory is locked for the whole call (a second process on it fails at once, naming this one).
     `accept_data_change` lets a resume go on with training data or batching other than the checkpoint's: the
-    weights are kept and the checkpoint's epoch restarts with the new data."""
+    weights are kept and the checkpoint's epoch restarts with the new data. Under torchrun, rank 0 alone locks and
+    prepares the run directory and writes the tokenizer; the other ranks wait for it, then read what it wrote."""
     if not config.train_file:
         raise ConfigError("train_file: must be set to train (a TSV file, or a prefix with src_lang/tgt_lang)")
-    with rundir.prepare(config, resume, overwrite):
+    distributed.setup(resolve_device(config.device))  # under torchrun: join the process group; else nothing
+    distributed.wait_for_writer()  # released by rank 0's writer_ready() in _run, once the tokenizer is written
+    with rundir.prepare(config, resume, overwrite) if distributed.is_writer() else contextlib.nullcontext():
         return _run(config, config.run_dir, resume, accept_data_change)
 
 
@@ -54,17 +58,22 @@ def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) 
         runinfo.check_config(config, state, resume_from)
         src_vocab, tgt_vocab = runinfo.resume_tokenizers(config, run_dir, state, resume_from)
         train = NMTDataset(config.train_file, src_vocab, tgt_vocab, config, max_len=config.train_max_len)
-    else:
+    elif distributed.is_writer():
         log.info("reading %s and training the %s tokenizer", config.train_file, config.tokenizer)
         train = NMTDataset(config.train_file, config=config, max_len=config.train_max_len)
         src_vocab, tgt_vocab = save_tokenizers(config, run_dir, train)
+    else:  # another rank of a new run: the tokenizer rank 0 has just written
+        src_vocab, tgt_vocab = (load_vocab(run_dir / name) for name in tokenizer_files(config))
+        train = NMTDataset(config.train_file, src_vocab, tgt_vocab, config, max_len=config.train_max_len)
+    distributed.writer_ready()
     run_info = runinfo.build_run_info(config, train)
     restart_epoch = state is not None and runinfo.check_data(state, run_info, resume_from, accept_data_change)
     del state  # the weights are loaded again by train_model
     val = NMTDataset(config.val_file, src_vocab, tgt_vocab, config) if config.val_file else None
     # The test set is read now so that a bad test file stops the run before training, not after it.
     test = NMTDataset(config.test_file, src_vocab, tgt_vocab, config) if config.test_file else None
-    config.to_yaml(run_dir / "config.yaml")
+    if distributed.is_writer():
+        config.to_yaml(run_dir / "config.yaml")
     log.info(
         "data: %d training pairs, %s validation pairs; vocabularies %d (source), %d (target)",
         len(train),
@@ -85,6 +94,8 @@ def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) 
         restart_epoch=restart_epoch,
     )
     metrics = _train_metrics(result, resume)
+    if not distributed.is_writer():
+        return metrics  # rank 0 translates the test set and writes metrics.json
     if test is not None:
         metrics.update(evaluate_test_set(config, result, test, run_dir, model))
     write_json(run_dir / "metrics.json", metrics)

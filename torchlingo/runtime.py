@@ -128,12 +128,13 @@ def capture_rng() -> dict:
 
 
 def restore_rng(state: dict) -> None:
+    """Put back a `capture_rng` state (its tensors may be on the GPU, from a checkpoint loaded with map_location)."""
     random.setstate(_as_tuple(state["python"]))
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy(), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state(("MT19937", n["keys"].cpu().numpy(), n["pos"], n["has_gauss"], n["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def _as_tuple(x):

@@ -6,17 +6,19 @@ import logging
 import sys
 import time
 
+from . import distributed
 from .config import Config
 
 log = logging.getLogger("torchlingo")
 
 
 class RunLogger:
-    """Writes `train/*` and `val/*` scalars to tensorboard_dir/experiment_name and drives the progress bar."""
+    """Writes `train/*` and `val/*` scalars to tensorboard_dir/experiment_name and drives the progress bar
+    (under torchrun on rank 0 only; the other ranks' loggers show and write nothing)."""
 
     def __init__(self, config: Config, start_step: int = 0, total_steps: int | None = None):
-        self.writer = None
-        if config.use_tensorboard:
+        self.writer, shows = None, distributed.is_writer()
+        if config.use_tensorboard and shows:
             from torch.utils.tensorboard import SummaryWriter
 
             config.run_dir.mkdir(parents=True, exist_ok=True)
@@ -25,7 +27,7 @@ class RunLogger:
             # train/loss, val/loss) was logged before the checkpoint was written and is kept: purge_step is S + 1.
             self.writer = SummaryWriter(str(config.run_dir), purge_step=start_step + 1 if start_step else None)
         self.bar = None
-        if config.progress_bar and sys.stderr.isatty():
+        if config.progress_bar and shows and sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, leave=False)

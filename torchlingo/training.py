@@ -11,6 +11,10 @@ optimizer step is the five steps of the docs (`Trainer.train_step`):
 
 Everything else is called from the loop and written in its own method or module: the resume fast-forward, the
 NaN rule, logging, validation and early stopping (validation.py), checkpoints (checkpoint.py).
+
+Under torchrun the same loop runs in every process, each on its share of the batches; the calls into
+distributed.py (all no-ops for one process) keep the ranks in step: DistributedDataParallel, the loss normalized
+by the target tokens of all ranks, one NaN decision, one stop signal, rank 0's validation record, rank 0 writing.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .checkpoint import check_writable, load_checkpoint, save_checkpoint
 from .config import Config
 from .errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted, first_line
@@ -107,9 +112,10 @@ class LossMeter:
         return finite
 
     def take_interval(self) -> tuple[float, int]:
-        """(mean loss, tokens) of the interval since the last call, and start a new one."""
-        tokens = int(self.interval_tokens.item())
-        mean = (self.interval_loss / max(tokens, 1)).item()
+        """(mean loss, tokens) of the interval since the last call, over all ranks, and start a new one."""
+        loss, tokens = distributed.sum_over_ranks(self.interval_loss, self.interval_tokens)
+        tokens = int(tokens.item())
+        mean = (loss / max(tokens, 1)).item()
         self.interval_loss.zero_()
         self.interval_tokens.zero_()
         return mean, tokens
@@ -119,13 +125,17 @@ class LossMeter:
         self.epoch_tokens.zero_()
 
     def epoch_mean(self) -> float:
-        return (self.epoch_loss / self.epoch_tokens.clamp(min=1)).item()
+        """The epoch's mean loss over all ranks."""
+        loss, tokens = distributed.sum_over_ranks(self.epoch_loss, self.epoch_tokens)
+        return (loss / tokens.clamp(min=1)).item()
 
     def epoch_sums(self) -> tuple[float, int]:
+        """This rank's sums (for its checkpoint state)."""
         return self.epoch_loss.item(), int(self.epoch_tokens.item())
 
     def pending_tokens(self) -> int:
-        return int(self.interval_tokens.item())
+        """Tokens of all ranks not yet taken by take_interval."""
+        return int(distributed.sum_over_ranks(self.interval_tokens)[0].item())
 
 
 def train_model(
@@ -177,22 +187,24 @@ class Trainer:
             )
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
-        seed_everything(config.seed)
+        seed_everything(config.seed + distributed.rank())  # each rank its own dropout masks
         self.config, self.train_loader, self.val_loader = config, train_loader, val_loader
-        self.device = resolve_device(config.device)
+        self.device = distributed.setup(resolve_device(config.device))  # torchrun: cuda:LOCAL_RANK, process group
         self.model = model.to(self.device)
         if self.device.type == "cpu":
             keep_freed_memory()  # large tensors are reused instead of page-faulted in every step
-        self.forward = torch.compile(model) if config.compile else model
+        self.ddp = distributed.wrap(self.model, self.device)  # several ranks: DistributedDataParallel, else model
+        self.forward = torch.compile(self.ddp) if config.compile else self.ddp
         self.loss_fn = LabelSmoothedCrossEntropy(config.pad_idx, config.label_smoothing)
         self.optimizer = build_optimizer(model, config)
         self.precision = Precision(config, self.device)
         self.batches_per_epoch = len(train_loader)
+        distributed.check_shards(train_loader)  # the same number of batches on every rank
         self.total_steps = _planned_steps(self.batches_per_epoch, config)
         self.schedule = Schedule(self.optimizer, config, self.total_steps)
         self.stopper = EarlyStopping(config.patience, "max" if config.early_stopping_metric == "bleu" else "min")
         self.ckpt_dir = config.run_dir / "checkpoints"
-        if config.save_checkpoints:
+        if config.save_checkpoints and distributed.is_writer():
             check_writable(self.ckpt_dir)  # an unwritable run directory fails now, not hours later
         self.result, self.pos = TrainResult(run_dir=config.run_dir), Position()
         self.validators, self.run_info = tuple(validators), dict(run_info or {})
@@ -213,15 +225,16 @@ class Trainer:
         """
         self.start_session()
         try:
-            with StopSignals() as signals:
+            with distributed.peer_failures_as_errors(), StopSignals() as signals:
                 while not self.finished():
                     for batches in self.epoch_steps():
                         self.train_step(batches)
-                        if self.after_step() or signals.received:
+                        if self.after_step() or distributed.agreed_signal(signals.received):
                             break
-                    if signals.received:
-                        self.interrupt(signals.received)
+                    if received := distributed.agreed_signal(signals.received):  # the same step on every rank
+                        self.interrupt(received)
                     self.end_epoch_or_run()
+            self.result.target_tokens += self.meter.pending_tokens()
         finally:
             self.end_session()
         return self.result
@@ -230,14 +243,15 @@ class Trainer:
         """One optimizer step over `batches` (accumulation_steps of them): the five steps."""
         self.optimizer.zero_grad(set_to_none=True)  # 1. zero the gradients
         finite = torch.ones((), dtype=torch.bool, device=self.device)
-        for src, tgt in batches:
+        for i, (src, tgt) in enumerate(batches, 1):
             src, tgt = src.to(self.device, non_blocking=True), tgt.to(self.device, non_blocking=True)
-            with self.precision.autocast():
-                hidden = self.forward(src, tgt[:, :-1], hidden_only=True)  # 2. forward: (B, T, D) states
-                loss, n_tokens = self.loss_fn(hidden, self.model.output_proj, tgt[:, 1:])  # 3. loss
-            self.precision.backward(loss / self.config.accumulation_steps)  # 4. backward
+            with distributed.gradient_sync(self.ddp, i == len(batches)):  # ranks average gradients in the last one
+                with self.precision.autocast():
+                    hidden = self.forward(src, tgt[:, :-1], hidden_only=True)  # 2. forward: (B, T, D) states
+                    loss, n_tokens = self.loss_fn(hidden, self.model.output_proj, tgt[:, 1:])  # 3. loss
+                self.precision.backward(self.scaled(loss, n_tokens))  # 4. backward
             finite &= self.meter.add(loss, n_tokens)
-        if bool(finite):  # the one host sync of a step: a non-finite update must never be applied
+        if distributed.all_finite(finite):  # the one host sync of a step: no rank applies a non-finite update
             self.precision.step(self.optimizer, self.model.parameters(), self.config.grad_clip)  # 5. update
             self.pos.bad_steps = 0
         else:
@@ -245,6 +259,15 @@ class Trainer:
         self.schedule.after_step()
         self.pos.batch += len(batches)
         self.pos.step += 1
+
+    def scaled(self, loss: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+        """What backward sees: the batch's mean loss over accumulation_steps. With several ranks each rank's mean is
+        first weighted by world_size x its share of the micro-step's target tokens (distributed.token_share), so the
+        averaged gradient is that of the mean over every rank's tokens."""
+        share = distributed.token_share(n_tokens)
+        if share is not None:
+            loss = loss * share.to(loss.dtype)
+        return loss / self.config.accumulation_steps
 
     # -- around the steps ---------------------------------------------------------------------------------
     def start_session(self) -> None:
@@ -258,8 +281,8 @@ class Trainer:
         self.session_start = time.perf_counter()
 
     def end_session(self) -> None:
+        """Also run when an error ends the session: no collective here (another rank may be gone)."""
         self.result.train_time += time.perf_counter() - self.session_start
-        self.result.target_tokens += self.meter.pending_tokens()
         self.result.steps = self.pos.step
         self.logger.close()
 
@@ -374,8 +397,10 @@ class Trainer:
         record = {"step": pos.step, "epoch": pos.epoch + 1}
         c = self.config
         record["val_loss"] = validation_loss(self.model, self.val_loader, self.device, self.precision, c.pad_idx)
-        for validator in self.validators:
-            record.update(validator(self.model, pos.step))
+        if distributed.is_writer():  # the validators (BLEU decoding) run once, on rank 0
+            for validator in self.validators:
+                record.update(validator(self.model, pos.step))
+        record = distributed.from_writer(record)  # so every rank takes the same decisions from it
         restore_rng(rng)
         for name, value in record.items():
             if name not in ("step", "epoch", "val_loss") and isinstance(value, (int, float)):
@@ -396,14 +421,25 @@ class Trainer:
             return
         state = self.state_dict()
         if self.pending_best:
-            self.result.best_checkpoint = save_checkpoint(state, self.ckpt_dir / "best.pt")
+            self.result.best_checkpoint = self.write(state, "best.pt")
             self.pending_best = False
         if last:
-            self.result.last_checkpoint = save_checkpoint(state, self.ckpt_dir / "last.pt", keep_previous=True)
+            self.result.last_checkpoint = self.write(state, "last.pt", keep_previous=True)
+
+    def write(self, state: dict, name: str, keep_previous: bool = False) -> Path:
+        """Rank 0 writes the checkpoint (the only process that writes the run directory); every rank gets its path."""
+        path = self.ckpt_dir / name
+        if distributed.is_writer():
+            save_checkpoint(state, path, keep_previous=keep_previous)
+        return path
 
     def state_dict(self) -> dict:
-        """Everything a resume needs, as tensors and plain values (checkpoints load with weights_only=True)."""
+        """Everything a resume needs, as tensors and plain values (checkpoints load with weights_only=True).
+
+        With several ranks a collective (call it on every rank): "ranks" holds each rank's random state and loss
+        sums, the rest is rank 0's (the weights, optimizer and position are the same on every rank)."""
         self.pos.epoch_loss, self.pos.epoch_tokens = self.meter.epoch_sums()
+        ranks = distributed.gather_to_writer(self.rank_state())
         vocabs = {k: getattr(getattr(self.train_loader, "dataset", None), k, None) for k in ("src_vocab", "tgt_vocab")}
         session = time.perf_counter() - self.session_start
         return {
@@ -420,11 +456,24 @@ class Trainer:
             "config": self.config.to_dict(grouped=False),
             "run_info": self.run_info,
             **{k: v.to_state() for k, v in vocabs.items() if v is not None},
+            "world_size": distributed.world_size(),
+            **({"ranks": ranks} if distributed.world_size() > 1 else {}),
         }
+
+    def rank_state(self) -> dict:
+        """This rank's own part of a checkpoint: its random state (dropout masks differ between ranks) and loss sums."""
+        pos = self.pos
+        return {"rng": capture_rng(), **{k: getattr(pos, k) for k in RANK_FIELDS}}
 
     def resume(self, path: str | Path, restart_epoch: bool = False) -> None:
         """Load a checkpoint's model, optimizer, schedule, random state and position."""
         state = load_checkpoint(path, map_location=self.device)
+        saved, world = state.get("world_size", 1), distributed.world_size()
+        if saved != world:
+            raise CheckpointError(
+                f"{path}: written by a run of {saved} process(es), this one has {world}; resume with the same "
+                "number of processes (torchrun --nnodes x --nproc_per_node)"
+            )
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -434,6 +483,10 @@ class Trainer:
             self.pos = Position(**state["position"])
             _load_result_state(self.result, state["result"])
             restore_rng(state["rng"])
+            if "ranks" in state:  # this rank's own random state and loss sums
+                mine = state["ranks"][distributed.rank()]
+                restore_rng(mine["rng"])
+                self.pos = dataclasses.replace(self.pos, **{k: mine[k] for k in RANK_FIELDS})
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise CheckpointError(f"{path}: cannot resume from this checkpoint ({first_line(e)})") from None
         if restart_epoch and self.pos.batch:
@@ -444,10 +497,14 @@ class Trainer:
     def interrupt(self, signum: int) -> None:
         """A signal asked to stop: save last.pt where the loop is and raise TrainingInterrupted."""
         self.save()
+        distributed.barrier()  # torchrun stops the group when one rank exits: wait until last.pt is written
         name = signal.Signals(signum).name
         last = self.result.last_checkpoint
         where = f"; saved {last}, continue with --resume" if last else ""
         raise TrainingInterrupted(f"{name} received: stopped at step {self.pos.step}{where}", signum)
+
+
+RANK_FIELDS = ("epoch_rng", "epoch_loss", "epoch_tokens")  # Position fields each rank has its own of
 
 
 def _planned_steps(batches_per_epoch: int, config: Config) -> int:

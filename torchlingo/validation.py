@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from . import distributed
 from .loss import sequence_loss
 
 
@@ -22,6 +23,7 @@ def validation_loss(model, loader, device: torch.device, precision, pad_idx: int
             loss, n = sequence_loss(model, src, tgt, pad_idx)
         total += loss.double() * n
         tokens += n
+    total, tokens = distributed.sum_over_ranks(total, tokens)  # torchrun: each rank validated its share
     model.train(was_training)
     return (total / tokens.clamp(min=1)).item()
 
