@@ -289,20 +289,92 @@ def _check_tensors(path: Path, expected: dict, stored: dict) -> None:
             )
 
 
+STEP_PREFIX = "step_"
+
+
+def step_checkpoint_name(step: int) -> str:
+    """The name of the checkpoint kept for `step` (`keep_checkpoints`): step_000120.pt."""
+    return f"{STEP_PREFIX}{step:06d}.pt"
+
+
+def step_checkpoints(ckpt_dir: str | Path) -> list[Path]:
+    """The step checkpoints in `ckpt_dir` (step_NNNNNN.pt), oldest step first."""
+    found = []
+    for path in Path(ckpt_dir).glob(f"{STEP_PREFIX}*.pt"):
+        digits = path.stem[len(STEP_PREFIX) :]
+        if digits.isdigit():
+            found.append((int(digits), path))
+    return [path for _, path in sorted(found)]
+
+
+def prune_step_checkpoints(ckpt_dir: str | Path, keep: int) -> list[Path]:
+    """Delete all but the `keep` newest step checkpoints; returns the deleted paths."""
+    old = step_checkpoints(ckpt_dir)[:-keep] if keep > 0 else step_checkpoints(ckpt_dir)
+    for path in old:
+        path.unlink(missing_ok=True)
+    return old
+
+
+def last_checkpoints(run_dir: str | Path, n: int) -> list[Path]:
+    """The `n` newest step checkpoints of a run directory (or of its checkpoints/ folder), oldest first."""
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
+    if not ckpt_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: not a run directory (no checkpoints/ folder)")
+    found = step_checkpoints(ckpt_dir)
+    if len(found) < n:
+        raise CheckpointError(
+            f"{ckpt_dir}: holds {len(found)} step checkpoint(s), fewer than the {n} asked for; "
+            "train with keep_checkpoints: N to keep them"
+        )
+    return found[-n:]
+
+
 def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
-    """The first checkpoint with its model weights replaced by the mean over all of them."""
+    """The last checkpoint given, with its model weights replaced by the mean over all of them (in float64).
+
+    The checkpoints must describe the same model (model_args, tensor names and shapes) and the same vocabularies;
+    otherwise a one-line CheckpointError names the first that differs. The result translates like any checkpoint
+    (its optimizer state is dropped: it is no point to resume from)."""
     if not paths:
         raise CheckpointError("average_checkpoints: no checkpoints given")
     states = [load_checkpoint(p) for p in paths]
-    avg = {}
-    for key, value in states[0]["model"].items():
-        if not value.is_floating_point():
-            avg[key] = value
-            continue
-        try:
-            avg[key] = sum(s["model"][key].double() for s in states).div(len(states)).to(value.dtype)
-        except KeyError:
+    first, base = Path(paths[0]), states[0]
+    for path, state in zip(paths[1:], states[1:]):
+        _check_same_model(first, base, Path(path), state)
+    sums: dict[str, torch.Tensor] = {}
+    for state in states:
+        for key, value in state["model"].items():
+            if value.is_floating_point():
+                sums[key] = sums[key] + value.double() if key in sums else value.double()
+    model = {
+        key: sums[key].div(len(states)).to(value.dtype) if value.is_floating_point() else value
+        for key, value in states[-1]["model"].items()
+    }
+    kept = {k: v for k, v in states[-1].items() if k not in ("optimizer", "scheduler", "scaler", "ranks")}
+    return {**kept, "model": model, "averaged_from": [str(p) for p in paths]}
+
+
+def _check_same_model(first: Path, a: dict, path: Path, b: dict) -> None:
+    """One line naming what differs between checkpoint `path` and `first`, if anything does."""
+    if a.get("model_args") != b.get("model_args"):
+        args_a, args_b = a.get("model_args") or {}, b.get("model_args") or {}
+        key = next((k for k in sorted(set(args_a) | set(args_b)) if args_a.get(k) != args_b.get(k)), "model_args")
+        raise CheckpointError(
+            f"{path}: cannot average with {first}: model {key} is {args_b.get(key)!r} there but {args_a.get(key)!r} "
+            "here; only checkpoints of one model can be averaged"
+        )
+    for side in ("src_vocab", "tgt_vocab"):
+        if a.get(side) != b.get(side):
             raise CheckpointError(
-                f"average_checkpoints: {key} missing from one of {', '.join(map(str, paths))}"
-            ) from None
-    return {**states[0], "model": avg}
+                f"{path}: cannot average with {first}: its {side.replace('_', ' ')}ulary differs; "
+                "only checkpoints of one run (one tokenizer) can be averaged"
+            )
+    ma, mb = a["model"], b["model"]
+    for key in sorted(set(ma) | set(mb)):
+        shape_a = list(ma[key].shape) if key in ma else None
+        shape_b = list(mb[key].shape) if key in mb else None
+        if shape_a != shape_b:
+            raise CheckpointError(
+                f"{path}: cannot average with {first}: tensor {key} has shape {shape_b} there but {shape_a} here"
+            )

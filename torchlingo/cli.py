@@ -1,8 +1,9 @@
-"""The `torchlingo` command: train | translate | evaluate | download.
+"""The `torchlingo` command: train | translate | evaluate | average | download.
 
     torchlingo train CONFIG [--set KEY=VALUE ...] [--resume [--accept-data-change] | --overwrite]
     torchlingo translate --checkpoint PATH [--input FILE] [--output FILE] [--beam-size N]
     torchlingo evaluate --checkpoint PATH [--src FILE] --ref FILE [--beam-size N] [--json]
+    torchlingo average (--checkpoints A B ... | --run RUN_DIR --last N) --output OUT.pt
     torchlingo download multi30k --dest DIR [--base-url URL]
 
 A user mistake (a torchlingo error, or a file that cannot be read or written) prints one line
@@ -50,6 +51,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if "test_bleu" in metrics:
         print(f"test BLEU = {metrics['test_bleu']:.2f}  {metrics.get('test_bleu_signature', '')}".rstrip())
         print(f"test chrF = {metrics['test_chrf']:.2f}  {metrics.get('test_chrf_signature', '')}".rstrip())
+    if "test_bleu_averaged" in metrics:
+        print(f"test BLEU = {metrics['test_bleu_averaged']:.2f} (average of {len(metrics['test_averaged_from'])})")
     return 0
 
 
@@ -183,6 +186,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- average ------------------------------------------------------------------------------------------------
+def cmd_average(args: argparse.Namespace) -> int:
+    from .checkpoint import average_checkpoints, last_checkpoints, save_checkpoint
+
+    if args.run is not None and args.last is None:
+        raise TorchlingoError("--run: say how many of its step checkpoints to average with --last N")
+    if args.run is None and args.last is not None:
+        raise TorchlingoError("--last: only with --run RUN_DIR (or list the files with --checkpoints)")
+    paths = args.checkpoints if args.checkpoints else last_checkpoints(args.run, args.last)
+    out = Path(args.output)
+    if out.resolve() in {Path(p).resolve() for p in paths}:
+        raise TorchlingoError(f"--output {out}: is one of the checkpoints being averaged; choose another file")
+    check_output(args.output)
+    save_checkpoint(average_checkpoints(paths), out)
+    print(f"averaged {len(paths)} checkpoints into {out}")
+    return 0
+
+
 # -- download -----------------------------------------------------------------------------------------------
 def cmd_download(args: argparse.Namespace) -> int:
     from .download import DEFAULT_BASE_URL, download_multi30k
@@ -207,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_translate(sub)
     _add_evaluate(sub)
+    _add_average(sub)
     _add_download(sub)
     return parser
 
@@ -272,6 +294,16 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--output", help="also write the translations here")
     p.add_argument("--json", action="store_true", help="print the scores and signatures as JSON")
     p.set_defaults(func=cmd_evaluate)
+
+
+def _add_average(sub) -> None:
+    p = sub.add_parser("average", help="average the weights of several checkpoints into one (translate/evaluate it)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoints", nargs="+", metavar="PATH", help="the checkpoints to average")
+    which.add_argument("--run", metavar="RUN_DIR", help="a run directory: average its newest step checkpoints")
+    p.add_argument("--last", type=positive_int, metavar="N", help="with --run: how many step checkpoints")
+    p.add_argument("--output", required=True, metavar="OUT.pt", help="the averaged checkpoint to write")
+    p.set_defaults(func=cmd_average)
 
 
 def _add_download(sub) -> None:

@@ -154,6 +154,18 @@ class Config:
         min=1,
     )
     save_checkpoints: bool = _opt("training", True, "Write best.pt and last.pt to the run directory.")
+    keep_checkpoints: int = _opt(
+        "training",
+        0,
+        "Also keep the last N checkpoints named by step (checkpoints/step_000120.pt), written with last.pt (0: none).",
+        min=0,
+    )
+    average_last: int = _opt(
+        "training",
+        0,
+        "Also score the test set with the average of the last N step checkpoints (needs keep_checkpoints >= N).",
+        min=0,
+    )
     seed: int = _opt("training", 42, "Seed for weights, dropout and batch order.", min=0, max=2**63 - 1)
     device: str = _opt("training", "auto", "auto, cpu, cuda, cuda:N or mps.")
     amp: str = _opt(
@@ -216,6 +228,11 @@ class Config:
             raise ConfigError(
                 f"max_len: {self.max_len} tokens plus <s> and </s> do not fit in max_positions={self.max_positions}; "
                 f"set max_len to at most {self.max_positions - 2} or raise max_positions"
+            )
+        if self.average_last > self.keep_checkpoints:
+            raise ConfigError(
+                f"average_last: {self.average_last} needs keep_checkpoints >= {self.average_last} "
+                f"(it is {self.keep_checkpoints}); set keep_checkpoints: {self.average_last}"
             )
         check_run_name(self.experiment_name)
         if self.scheduler_type == "noam":

@@ -98,6 +98,8 @@ def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) 
         return metrics  # rank 0 translates the test set and writes metrics.json
     if test is not None:
         metrics.update(evaluate_test_set(config, result, test, run_dir, model))
+        if config.average_last and config.save_checkpoints:
+            metrics.update(evaluate_averaged(config, test, run_dir))
     write_json(run_dir / "metrics.json", metrics)
     return metrics
 
@@ -152,4 +154,26 @@ def evaluate_test_set(config: Config, result: TrainResult, test: NMTDataset, run
         "test_checkpoint": str(checkpoint) if checkpoint else None,
         "test_sentences": len(hyps),
         **{f"test_{k}": v for k, v in scores.items()},
+    }
+
+
+def evaluate_averaged(config: Config, test: NMTDataset, run_dir: Path) -> dict:
+    """`average_last: N`: average the run's N newest step checkpoints into averaged.pt (in the run directory, beside
+    checkpoints/ so that a resume never picks it), translate the test set with it into test.averaged.hyp and score it:
+    the same keys as evaluate_test_set with the suffix _averaged."""
+    from .checkpoint import average_checkpoints, last_checkpoints, save_checkpoint
+    from .evaluation import score_corpus
+    from .translator import DecodingSettings, Translator
+
+    paths = last_checkpoints(run_dir, config.average_last)
+    averaged = save_checkpoint(average_checkpoints(paths), run_dir / "averaged.pt")
+    translator = Translator.from_checkpoint(averaged, DecodingSettings.from_config(config), device=config.device)
+    log.info("translating %d test sentences with the average of %d checkpoints", len(test.src_texts), len(paths))
+    hyps = translator.translate(test.src_texts)
+    write_lines(run_dir / "test.averaged.hyp", hyps)
+    scores = score_corpus(hyps, test.tgt_texts, metrics=("bleu", "chrf"))
+    return {
+        "test_checkpoint_averaged": str(averaged),
+        "test_averaged_from": [str(p) for p in paths],
+        **{f"test_{k}_averaged": v for k, v in scores.items()},
     }

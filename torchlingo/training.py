@@ -32,7 +32,13 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .checkpoint import check_writable, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    check_writable,
+    load_checkpoint,
+    prune_step_checkpoints,
+    save_checkpoint,
+    step_checkpoint_name,
+)
 from .config import Config
 from .errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted, first_line
 from .fastpath import keep_freed_memory
@@ -425,6 +431,10 @@ class Trainer:
             self.pending_best = False
         if last:
             self.result.last_checkpoint = self.write(state, "last.pt", keep_previous=True)
+            if self.config.keep_checkpoints:
+                self.write(state, step_checkpoint_name(self.pos.step))
+                if distributed.is_writer():
+                    prune_step_checkpoints(self.ckpt_dir, self.config.keep_checkpoints)
 
     def write(self, state: dict, name: str, keep_previous: bool = False) -> Path:
         """Rank 0 writes the checkpoint (the only process that writes the run directory); every rank gets its path."""
