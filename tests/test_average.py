@@ -103,3 +103,26 @@ def test_averaged_model_loads(run):
     _, run_dir = run
     model, src_vocab, tgt_vocab, state = load_model(run_dir / "averaged.pt")
     assert len(state["averaged_from"]) == 2 and "optimizer" not in state and len(tgt_vocab) > 4
+
+
+def test_translate_and_evaluate_with_an_ensemble_of_checkpoints(run, tmp_path, capsys):
+    root, run_dir = run
+    a, b = sorted((run_dir / "checkpoints").glob("step_*.pt"))[:2]
+    src = tmp_path / "src.txt"
+    test_lines = (root / "data" / "test.tsv").read_text().splitlines()[1:]
+    src.write_text("".join(ln.split("\t")[0] + "\n" for ln in test_lines))
+    outs = {}
+    for name, ckpts in (("one", [a]), ("twice", [a, a]), ("two", [a, b])):
+        args = [x for c in ckpts for x in ("--checkpoint", str(c))]
+        assert main(["translate", *args, "--input", str(src), "--output", str(tmp_path / name)]) == 0
+        outs[name] = (tmp_path / name).read_text()
+    assert outs["one"] == outs["twice"]  # the mean of identical log-probabilities is that model's
+    assert len(outs["two"].splitlines()) == len(src.read_text().splitlines())
+    state = load_checkpoint(a)
+    tokens = list(state["tgt_vocab"]["tokens"])
+    tokens[-1], tokens[-2] = tokens[-2], tokens[-1]
+    save_checkpoint({**state, "tgt_vocab": {**state["tgt_vocab"], "tokens": tokens}}, tmp_path / "swapped.pt")
+    capsys.readouterr()
+    argv = ["translate", "--checkpoint", str(a), "--checkpoint", str(tmp_path / "swapped.pt"), "--input", str(src)]
+    assert main(argv) == 2
+    assert "target vocabulary differs" in error_line(capsys)

@@ -261,7 +261,11 @@ def _add_train(sub) -> None:
 
 def _decoding_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--checkpoint", required=True, help="a checkpoint written by training, e.g. runs/base/checkpoints/best.pt"
+        "--checkpoint",
+        required=True,
+        action="append",
+        help="a checkpoint written by training, e.g. runs/base/checkpoints/best.pt; repeat it to decode with an "
+        "ensemble (the mean of the models' log-probabilities; the checkpoints must share their vocabularies)",
     )
     p.add_argument("--beam-size", type=positive_int, help="beam width (1 is greedy); default: the run's beam_size")
     p.add_argument("--max-tokens", type=positive_int, help="source tokens per decoding batch")

@@ -15,13 +15,21 @@ import math
 import torch
 
 from .data_processing.vocab import BOS_IDX, EOS_IDX
-from .search import Hypothesis, gnmt_penalty, log_probs, max_lengths, position_limit
+from .search import Ensemble, Hypothesis, gnmt_penalty, log_probs, max_lengths, position_limit
 
 
 def _one_sentence(model, src: torch.Tensor) -> torch.Tensor:
     """A row of `src` as a (1, len) batch without its padding."""
     src = src.view(-1)
     return src[src != model.pad_idx].unsqueeze(0)
+
+
+def next_log_probs(model, src: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of the token after each row of `prefix`, recomputing the whole prefix (an `Ensemble`: the
+    mean of its models' log-probabilities)."""
+    if isinstance(model, Ensemble):
+        return model.prefix_log_probs(src, prefix)
+    return log_probs(model(src, prefix)[:, -1], model.pad_idx)
 
 
 @torch.inference_mode()
@@ -31,8 +39,8 @@ def reference_greedy(model, src: torch.Tensor, max_len_a: float = 1.5, max_len_b
     limit = max_lengths(src, model.pad_idx, max_len_a, max_len_b, position_limit(model))[0]
     prefix = [BOS_IDX]
     for t in range(limit + 1):
-        logits = model(src, torch.tensor([prefix], device=src.device))[0, -1]
-        token = EOS_IDX if t >= limit else int(log_probs(logits, model.pad_idx).argmax())
+        logp = next_log_probs(model, src, torch.tensor([prefix], device=src.device))[0]
+        token = EOS_IDX if t >= limit else int(logp.argmax())
         if token == EOS_IDX:
             break
         prefix.append(token)
@@ -61,7 +69,7 @@ def reference_beam(
     finished: list[tuple[float, list[int]]] = []
     for t in range(limit + 1):
         prefix = torch.tensor([[BOS_IDX] + ids for _, ids in beams], device=src.device)
-        logp = log_probs(model(src.expand(len(beams), -1), prefix)[:, -1], model.pad_idx)
+        logp = next_log_probs(model, src.expand(len(beams), -1), prefix)
         if t >= limit:
             logp[:, :EOS_IDX], logp[:, EOS_IDX + 1 :] = -math.inf, -math.inf
         vocab = logp.size(-1)

@@ -50,7 +50,79 @@ def log_probs(logits: torch.Tensor, pad_idx: int) -> torch.Tensor:
 
 def _next_log_probs(model, tokens, memory, src_mask, cache) -> torch.Tensor:
     """One decoder step through the cache: (rows, vocab) log-probabilities of the token after `tokens`."""
+    if isinstance(model, Ensemble):
+        return model.next_log_probs(tokens, memory, src_mask, cache)
     return log_probs(model.project(model.decode_hidden(tokens, memory, src_mask, cache)[:, -1]), model.pad_idx)
+
+
+# -- ensembles ------------------------------------------------------------------------------------------------
+
+
+class Ensemble:
+    """Several models with one target vocabulary decoded as one: the next-token log-probabilities are the mean of
+    the members' log-probabilities. It offers what the decoders use of a model (`encode`, `new_cache`, `pad_idx`,
+    `positions`), each member keeping its own KV cache; `greedy_decode` and `beam_search` take it as a model, and
+    so do the reference decoders (`reference.py`, through `prefix_log_probs`).
+
+    The members read the same source ids (one source vocabulary) and share the padding mask.
+    """
+
+    def __init__(self, models):
+        self.models = list(models)
+        if not self.models:
+            raise ValueError("Ensemble: no models given")
+        sizes = {m.args["tgt_vocab_size"] for m in self.models}
+        if len(sizes) > 1:
+            raise ValueError(f"Ensemble: the models have target vocabularies of different sizes {sorted(sizes)}")
+        self.pad_idx = self.models[0].pad_idx
+        self.positions = min((m.positions for m in self.models), key=lambda p: p.size(0))
+
+    def encode(self, src: torch.Tensor) -> tuple[_Memories, torch.Tensor]:
+        encoded = [m.encode(src) for m in self.models]
+        return _Memories(memory for memory, _ in encoded), encoded[0][1]  # the same mask: src != pad
+
+    def new_cache(self, capacity: int = 64) -> _EnsembleCache:
+        return _EnsembleCache([m.new_cache(capacity) for m in self.models])
+
+    def next_log_probs(self, tokens, memory, src_mask, cache) -> torch.Tensor:
+        """The mean of the members' next-token log-probabilities, each through its own cache."""
+        out = [
+            _next_log_probs(m, tokens, memory[i] if memory is not None else None, src_mask, cache.caches[i])
+            for i, m in enumerate(self.models)
+        ]
+        return out[0] if len(out) == 1 else torch.stack(out).mean(0)
+
+    def prefix_log_probs(self, src: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        """Full recomputation (reference decoders): the mean of the members' log-probabilities after `prefix`."""
+        out = [log_probs(m(src, prefix)[:, -1], m.pad_idx) for m in self.models]
+        return out[0] if len(out) == 1 else torch.stack(out).mean(0)
+
+
+class _Memories(list):
+    """The members' encoder outputs; `dtype` is the first one's (beam search picks its score precision from it)."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self[0].dtype
+
+
+class _EnsembleCache:
+    """One KV cache per member, selected and reordered together."""
+
+    def __init__(self, caches):
+        self.caches = caches
+
+    def select(self, rows: torch.Tensor) -> None:
+        for c in self.caches:
+            c.select(rows)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        for c in self.caches:
+            c.reorder(rows)
+
+    def select_source(self, rows: torch.Tensor) -> None:
+        for c in self.caches:
+            c.select_source(rows)
 
 
 def _strip(ids: list[int]) -> list[int]:

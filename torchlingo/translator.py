@@ -23,7 +23,7 @@ import torch
 
 from .config import Config
 from .data_processing.batching import pad_batch
-from .search import Hypothesis, beam_search, gnmt_penalty, greedy_decode
+from .search import Ensemble, Hypothesis, beam_search, gnmt_penalty, greedy_decode
 
 log = logging.getLogger("torchlingo")
 
@@ -85,27 +85,44 @@ class Translator:
 
         self.settings = dataclasses.replace(settings or DecodingSettings(), **overrides)
         self.device = resolve_device(str(device))
-        self.model = _decoding_model(model, self.device, self.settings.amp)
+        if isinstance(model, Ensemble):  # each member in the decoding precision
+            self.model = Ensemble([_decoding_model(m, self.device, self.settings.amp) for m in model.models])
+        else:
+            self.model = _decoding_model(model, self.device, self.settings.amp)
         if self.device.type == "cpu":
             keep_freed_memory()  # the growing KV caches are reused memory, not fresh pages at every step
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.n_best, self.max_sentences, self.progress = n_best, max_sentences, progress
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, settings: DecodingSettings | None = None, **overrides) -> Translator:
+    def from_checkpoint(
+        cls, path: str | Path | Sequence[str | Path], settings: DecodingSettings | None = None, **overrides
+    ) -> Translator:
         """Model and vocabularies from a training checkpoint; decoding settings from its config unless `settings`
-        is given, then `overrides` (settings fields, or the keywords of `Translator`: device, n_best, ...)."""
+        is given, then `overrides` (settings fields, or the keywords of `Translator`: device, n_best, ...).
+
+        Several paths make an `Ensemble` (the mean of the models' log-probabilities); they must share their
+        vocabularies, and the decoding settings come from the first one's config."""
         from .checkpoint import load_model
         from .errors import CheckpointError
         from .runtime import resolve_device
 
+        paths = [path] if isinstance(path, (str, Path)) else list(path)
         device = resolve_device(str(overrides.pop("device", "cpu")))
-        model, src_vocab, tgt_vocab, state = load_model(path, map_location=device)
-        if src_vocab is None or tgt_vocab is None:
-            raise CheckpointError(f"{path}: checkpoint holds no vocabularies; it cannot translate text")
+        models, vocabs, first_state = [], None, None
+        for p in paths:
+            model, src_vocab, tgt_vocab, state = load_model(p, map_location=device)
+            if src_vocab is None or tgt_vocab is None:
+                raise CheckpointError(f"{p}: checkpoint holds no vocabularies; it cannot translate text")
+            if vocabs is None:
+                vocabs, first_state = (src_vocab, tgt_vocab), state
+            else:
+                _check_same_vocabs(paths[0], vocabs, p, (src_vocab, tgt_vocab))
+            models.append(model)
         if settings is None:
-            settings = DecodingSettings.from_config(state.get("config") or {})
-        return cls(model, src_vocab, tgt_vocab, settings, device=device, **overrides)
+            settings = DecodingSettings.from_config(first_state.get("config") or {})
+        model = models[0] if len(models) == 1 else Ensemble(models)
+        return cls(model, *vocabs, settings, device=device, **overrides)
 
     def translate(self, sentences: Sequence[str]) -> list[str]:
         """The best translation of each sentence, in input order."""
@@ -201,6 +218,18 @@ class Translator:
             out = greedy_decode(self.model, src, s.max_len_a, s.max_len_b, return_scores=True)
             return [[(ids, lp / gnmt_penalty(len(ids) + 1, s.length_penalty))] for ids, lp in out]
         return beam_search(self.model, src, s.beam_size, s.length_penalty, s.max_len_a, s.max_len_b, self.n_best)
+
+
+def _check_same_vocabs(first, vocabs, path, other) -> None:
+    """An ensemble's checkpoints read and write the same tokens; otherwise one line naming the checkpoint."""
+    from .errors import CheckpointError
+
+    for side, a, b in zip(("source", "target"), vocabs, other):
+        if a.to_state() != b.to_state():
+            raise CheckpointError(
+                f"{path}: its {side} vocabulary differs from that of {first}; an ensemble needs checkpoints "
+                "with the same vocabularies (models trained with one tokenizer)"
+            )
 
 
 def _decoding_model(model, device: torch.device, amp: str):
