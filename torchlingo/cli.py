@@ -75,7 +75,38 @@ def _translator(args: argparse.Namespace):
         )
         if v is not None
     }
+    overrides.update(_search_overrides(args))
     return Translator.from_checkpoint(args.checkpoint, **overrides)
+
+
+def _search_overrides(args: argparse.Namespace) -> dict:
+    """Translator keywords from --n-best and --sampling/--top-k/--top-p/--temperature/--seed."""
+    from .search import Sampling
+
+    out = {"n_best": getattr(args, "n_best", None) or 1}
+    if out["n_best"] > 1 and (args.sampling is not None or (args.beam_size or out["n_best"]) < out["n_best"]):
+        raise TorchlingoError(f"--n-best {out['n_best']}: needs beam search with --beam-size {out['n_best']} or more")
+    given = [f for f in ("top_k", "top_p", "temperature", "seed") if getattr(args, f) is not None]
+    if args.sampling is None:
+        if given:
+            raise TorchlingoError(f"--{given[0].replace('_', '-')}: only with --sampling topk|topp")
+        return out
+    values = {f: getattr(args, f) for f in given}
+    try:
+        out["sampling"] = Sampling(method=args.sampling, **values)
+    except ValueError as e:
+        raise TorchlingoError(f"--sampling: {e}") from None
+    return out
+
+
+def read_prefixes(path: str | None, n_lines: int) -> list[str] | None:
+    """--prefix FILE: one target prefix a line (empty: none), aligned with the input."""
+    if path is None:
+        return None
+    prefixes = read_text_lines(path)
+    if len(prefixes) != n_lines:
+        raise DataError(f"{path} has {len(prefixes)} lines but the input has {n_lines}; one prefix a source line")
+    return prefixes
 
 
 def positive_int(text: str) -> int:
@@ -115,12 +146,34 @@ def read_text_lines(path: str | None) -> list[str]:
     return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
 
 
-def translate_lines(translator, lines: list[str]) -> list[str]:
+def translate_lines(translator, lines: list[str], prefixes: list[str] | None = None) -> list[str]:
     """Translate the non-empty lines; an empty input line gives an empty output line, so the output stays aligned."""
+    return [nbest[0][0] for nbest in translate_nbest_lines(translator, lines, prefixes)]
+
+
+def translate_nbest_lines(translator, lines: list[str], prefixes: list[str] | None = None) -> list[list]:
+    """Per line its n-best (text, score) list; an empty line gets [("", 0.0)]."""
     todo = [i for i, ln in enumerate(lines) if ln.strip()]
-    out = [""] * len(lines)
-    for i, hyp in zip(todo, translator.translate([lines[i].strip() for i in todo]) if todo else []):
-        out[i] = hyp
+    out: list[list] = [[("", 0.0)] for _ in lines]
+    if todo:
+        todo_prefixes = [prefixes[i] for i in todo] if prefixes is not None else None
+        for i, nbest in zip(todo, translator.translate_nbest([lines[i].strip() for i in todo], todo_prefixes)):
+            out[i] = nbest
+    return out
+
+
+def format_hypotheses(nbests: list[list], n_best: int | None, scores: bool, as_json: bool) -> list[str]:
+    """Output lines: the text; `score<TAB>text` with --scores; with --n-best, `index<TAB>score<TAB>text` per
+    hypothesis (index: the 0-based input line); --json: one JSON object a hypothesis (index, rank, score, text)."""
+    out = []
+    for index, nbest in enumerate(nbests):
+        for rank, (text, score) in enumerate(nbest if n_best else nbest[:1]):
+            if as_json:
+                out.append(json.dumps({"index": index, "rank": rank, "score": score, "text": text}, ensure_ascii=False))
+            elif n_best:
+                out.append(f"{index}\t{score:.6f}\t{text}")
+            else:
+                out.append(f"{score:.6f}\t{text}" if scores else text)
     return out
 
 
@@ -155,7 +208,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
     lines = read_text_lines(args.input) if args.input not in (None, "-") else None  # a bad file fails at once
     translator = _translator(args)  # a bad checkpoint fails before anyone types into stdin
     lines = read_text_lines(args.input) if lines is None else lines
-    write_text_lines(args.output, translate_lines(translator, lines))
+    prefixes = read_prefixes(args.prefix, len(lines))
+    nbests = translate_nbest_lines(translator, lines, prefixes)
+    write_text_lines(args.output, format_hypotheses(nbests, args.n_best, args.scores, args.json))
     return 0
 
 
@@ -174,7 +229,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     if not refs:
         raise DataError(f"{args.src or '<stdin>'} and {args.ref} are empty: no sentences to translate and score")
-    hyps = translate_lines(translator, src)
+    hyps = translate_lines(translator, src, read_prefixes(args.prefix, len(src)))
     if args.output:
         write_text_lines(args.output, hyps)
     scores = score_corpus(hyps, refs, metrics=("bleu", "chrf", "ter"))
@@ -282,17 +337,40 @@ def _decoding_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _search_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sampling",
+        choices=("topk", "topp"),
+        help="sample each token instead of searching: from the --top-k most probable, or the --top-p nucleus",
+    )
+    p.add_argument("--top-k", type=int, help="with --sampling topk: tokens to sample from (0: all; 1 is greedy)")
+    p.add_argument("--top-p", type=float, help="with --sampling topp: probability mass of the nucleus (default 0.9)")
+    p.add_argument("--temperature", type=float, help="with --sampling: divide the logits by this (default 1)")
+    p.add_argument("--seed", type=int, help="with --sampling: random seed (default 0); the same seed, the same output")
+    p.add_argument("--prefix", metavar="FILE", help="target prefixes, one a source line, every hypothesis starts with")
+
+
 def _add_translate(sub) -> None:
     p = sub.add_parser("translate", help="translate one sentence a line (stdin to stdout by default)")
     _decoding_options(p)
+    _search_options(p)
     p.add_argument("--input", help="source file (default: stdin)")
     p.add_argument("--output", help="output file (default: stdout)")
+    p.add_argument(
+        "--n-best",
+        type=positive_int,
+        metavar="N",
+        help="write the N best hypotheses of each sentence as index<TAB>score<TAB>text (needs --beam-size >= N)",
+    )
+    p.add_argument("--scores", action="store_true", help="write score<TAB>text (length-normalized log-probability)")
+    p.add_argument("--json", action="store_true", help="write one JSON object a hypothesis: index, rank, score, text")
     p.set_defaults(func=cmd_translate)
 
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="translate a source file and score it against references (BLEU, chrF, TER)")
     _decoding_options(p)
+    _search_options(p)
     p.add_argument("--src", help="source file (default: stdin)")
     p.add_argument("--ref", required=True, help="reference translations, aligned with --src")
     p.add_argument("--output", help="also write the translations here")

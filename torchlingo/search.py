@@ -18,6 +18,7 @@ tokens); at that length `</s>` is forced. Scores are summed log-probabilities di
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -135,14 +136,25 @@ def _strip(ids: list[int]) -> list[int]:
 
 @torch.inference_mode()
 def greedy_decode(
-    model, src: torch.Tensor, max_len_a: float = 1.5, max_len_b: int = 10, return_scores: bool = False
+    model,
+    src: torch.Tensor,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    return_scores: bool = False,
+    prefixes: list[list[int]] | None = None,
+    sampling: Sampling | None = None,
+    generator: torch.Generator | None = None,
 ) -> list[list[int]] | list[tuple[list[int], float]]:
     """The most probable next token at each step, for every sentence of `src` at once.
 
     Returns token ids per sentence (without <s>/</s>); with `return_scores`, (ids, summed log-probability) pairs.
+    `prefixes`: per sentence, target ids its output starts with (forced; see `force_prefix`). `sampling`: draw each
+    token from the model's (filtered, tempered) distribution with `generator` instead of taking the most probable;
+    the score stays the model's own log-probability of the tokens drawn.
     """
     device, n = src.device, src.size(0)
-    limits = max_lengths(src, model.pad_idx, max_len_a, max_len_b, position_limit(model))
+    limits = _prefix_limits(src, model, max_len_a, max_len_b, prefixes)
+    forced = _forced_tokens(prefixes, n, device)
     memory, src_mask = model.encode(src)
     cache = model.new_cache(max(limits) + 1)
     rows = torch.arange(n, device=device)  # the sentence each active row decodes
@@ -153,7 +165,13 @@ def greedy_decode(
     for t in range(max(limits) + 1):
         logp = _next_log_probs(model, tokens, memory, src_mask, cache)
         memory = None  # the cache holds the cross-attention keys/values from now on
-        best_lp, best = logp.max(-1)
+        if forced is not None and t < forced.size(1):
+            logp = force_prefix(logp, forced[:, t].index_select(0, rows))
+        if sampling is None:
+            best_lp, best = logp.max(-1)
+        else:
+            best = sampling.draw(logp, generator)
+            best_lp = logp.gather(1, best.unsqueeze(1)).squeeze(1)
         at_limit = active_limits <= t
         best = best.masked_fill(at_limit, EOS_IDX)
         logprob[rows] += torch.where(at_limit, logp[:, EOS_IDX], best_lp).double()
@@ -173,6 +191,67 @@ def greedy_decode(
     return list(zip(ids, logprob.tolist())) if return_scores else ids
 
 
+# -- target prefixes and sampling -----------------------------------------------------------------------------
+
+
+def _prefix_limits(src, model, max_len_a, max_len_b, prefixes) -> list[int]:
+    """max_lengths, raised where a sentence's forced prefix is longer (still within the model's positions)."""
+    limit = position_limit(model)
+    limits = max_lengths(src, model.pad_idx, max_len_a, max_len_b, limit)
+    if prefixes is None:
+        return limits
+    return [min(max(n, len(p)), limit) for n, p in zip(limits, prefixes)]
+
+
+def _forced_tokens(prefixes: list[list[int]] | None, n: int, device) -> torch.Tensor | None:
+    """(n, longest prefix) forced ids, -1 past a sentence's prefix; None without prefixes."""
+    if not prefixes or not any(prefixes):
+        return None
+    width = max(len(p) for p in prefixes)
+    return torch.tensor([list(p) + [-1] * (width - len(p)) for p in prefixes], dtype=torch.long, device=device)
+
+
+def force_prefix(logp: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+    """`logp` (rows, vocab) where each row with `want` >= 0 keeps only that token's log-probability (the others
+    -inf): the decoders then follow the prefix, scoring it as the model does."""
+    has = want >= 0
+    index = want.clamp(min=0).unsqueeze(1)
+    only = torch.full_like(logp, -math.inf).scatter_(1, index, logp.gather(1, index))
+    return torch.where(has.unsqueeze(1), only, logp)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How `greedy_decode` samples: `topk` keeps the `top_k` most probable tokens (0: all), `topp` the smallest set
+    whose probability reaches `top_p` (nucleus); the logits are divided by `temperature` first. `seed` seeds the
+    generator the Translator makes per batch, so a run is reproducible. top_k 1 is greedy decoding."""
+
+    method: str = "topk"
+    top_k: int = 0
+    top_p: float = 0.9
+    temperature: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in ("topk", "topp"):
+            raise ValueError(f"sampling: {self.method!r} is not topk or topp")
+        if self.top_k < 0 or not 0.0 < self.top_p <= 1.0 or self.temperature <= 0.0:
+            raise ValueError("sampling: top_k >= 0, 0 < top_p <= 1 and temperature > 0 are needed")
+
+    def draw(self, logp: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One token per row of `logp` (rows, vocab)."""
+        scores = logp.float() / self.temperature
+        if self.method == "topk" and 0 < self.top_k < scores.size(-1):
+            kth = scores.topk(self.top_k, dim=-1).values[:, -1:]
+            scores = scores.masked_fill(scores < kth, -math.inf)
+        elif self.method == "topp" and self.top_p < 1.0:
+            sorted_scores, order = scores.sort(dim=-1, descending=True)
+            probs = sorted_scores.softmax(-1)
+            drop = probs.cumsum(-1) - probs >= self.top_p  # the tokens after the nucleus is complete
+            scores = scores.scatter(1, order, sorted_scores.masked_fill(drop, -math.inf))
+        return torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
+
+
 # -- beam search ----------------------------------------------------------------------------------------------
 
 
@@ -185,15 +264,18 @@ def beam_search(
     max_len_a: float = 1.5,
     max_len_b: int = 10,
     n_best: int = 1,
+    prefixes: list[list[int]] | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search for every sentence of `src` at once; per sentence its `n_best` hypotheses, best first.
+    `prefixes`: per sentence, target ids every hypothesis starts with (forced, scored as the model scores them).
 
     Each step takes the 2K best continuations of a sentence's K beams: those ending in </s> among the first K are
     finished (scored with the length penalty), the first K others are the new beams. A sentence is done when it has
     K finished hypotheses or reaches its maximum length; it then leaves the active batch.
     """
     k, device, n = beam_size, src.device, src.size(0)
-    limits = max_lengths(src, model.pad_idx, max_len_a, max_len_b, position_limit(model))
+    limits = _prefix_limits(src, model, max_len_a, max_len_b, prefixes)
+    forced = _forced_tokens(prefixes, n, device)
     penalties = [gnmt_penalty(length, length_penalty) for length in range(max(limits) + 2)]
     memory, src_mask = model.encode(src)  # one row a sentence: its beams share it (see Attention)
     cache = model.new_cache(max(limits) + 1)
@@ -202,6 +284,9 @@ def beam_search(
     for t in range(max(limits) + 1):
         logp = _next_log_probs(model, beams.tokens, memory, src_mask, cache)
         memory = None
+        if forced is not None and t < forced.size(1):
+            want = forced[:, t].index_select(0, torch.tensor(beams.sentences, device=device))
+            logp = force_prefix(logp, want.repeat_interleave(k))
         at_limit = [limits[s] <= t for s in beams.sentences]
         if any(at_limit):  # known on the host: no sync
             logp = _only_eos(logp, at_limit, k)

@@ -23,7 +23,7 @@ import torch
 
 from .config import Config
 from .data_processing.batching import pad_batch
-from .search import Ensemble, Hypothesis, beam_search, gnmt_penalty, greedy_decode
+from .search import Ensemble, Hypothesis, Sampling, beam_search, gnmt_penalty, greedy_decode
 
 log = logging.getLogger("torchlingo")
 
@@ -78,6 +78,7 @@ class Translator:
         n_best: int = 1,
         max_sentences: int | None = None,
         progress: bool = True,
+        sampling: Sampling | None = None,
         **overrides,
     ):
         from .fastpath import keep_freed_memory
@@ -93,6 +94,7 @@ class Translator:
             keep_freed_memory()  # the growing KV caches are reused memory, not fresh pages at every step
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.n_best, self.max_sentences, self.progress = n_best, max_sentences, progress
+        self.sampling = sampling
 
     @classmethod
     def from_checkpoint(
@@ -124,22 +126,39 @@ class Translator:
         model = models[0] if len(models) == 1 else Ensemble(models)
         return cls(model, *vocabs, settings, device=device, **overrides)
 
-    def translate(self, sentences: Sequence[str]) -> list[str]:
-        """The best translation of each sentence, in input order."""
-        return [nbest[0][0] for nbest in self.translate_nbest(sentences)]
+    def translate(self, sentences: Sequence[str], prefixes: Sequence[str] | None = None) -> list[str]:
+        """The best translation of each sentence, in input order (each starting with its prefix, if given)."""
+        return [nbest[0][0] for nbest in self.translate_nbest(sentences, prefixes)]
 
-    def translate_nbest(self, sentences: Sequence[str]) -> list[list[tuple[str, float]]]:
-        """Per sentence, its n_best (translation, score) pairs, best first."""
-        ids = self.decode_ids(self.src_vocab.encode_many(list(sentences)) if sentences else [])
+    def translate_nbest(
+        self, sentences: Sequence[str], prefixes: Sequence[str] | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """Per sentence, its n_best (translation, score) pairs, best first. `prefixes`: per sentence, target text
+        every hypothesis starts with ("" for none)."""
+        prefix_ids = None
+        if prefixes is not None:
+            if len(prefixes) != len(sentences):
+                raise ValueError(f"{len(prefixes)} prefixes for {len(sentences)} sentences")
+            prefix_ids = [self.tgt_vocab.encode(p) if p.strip() else [] for p in prefixes]
+        ids = self.decode_ids(self.src_vocab.encode_many(list(sentences)) if sentences else [], prefix_ids)
         return [[(self.tgt_vocab.decode(hyp), score) for hyp, score in nbest] for nbest in ids]
 
-    def decode_ids(self, src_ids: Sequence[Sequence[int]]) -> list[list[Hypothesis]]:
-        """Token ids in, n-best (token ids, score) lists out, in input order.
+    def decode_ids(
+        self, src_ids: Sequence[Sequence[int]], prefixes: Sequence[Sequence[int]] | None = None
+    ) -> list[list[Hypothesis]]:
+        """Token ids in, n-best (token ids, score) lists out, in input order; `prefixes`: target ids per sentence
+        that its hypotheses start with.
 
-        A source longer than the model's positions is translated in pieces, joined (and a warning names its line).
+        A source longer than the model's positions is translated in pieces, joined (and a warning names its line;
+        a prefix is forced on its first piece).
         """
         pieces, spans = _split_long_sources(src_ids, self.model.positions.size(0) - 2)  # room for <s> and </s>
-        nbests = self._decode_all(pieces)
+        piece_prefixes = None
+        if prefixes is not None and any(prefixes):
+            piece_prefixes = [[] for _ in pieces]
+            for (a, _), prefix in zip(spans, prefixes):
+                piece_prefixes[a] = list(prefix)
+        nbests = self._decode_all(pieces, piece_prefixes)
         alpha = self.settings.length_penalty
         return [nbests[a] if b - a == 1 else _join_pieces(nbests[a:b], alpha) for a, b in spans]
 
@@ -168,7 +187,7 @@ class Translator:
         workers = 1 if self.device.type != "cpu" else max(1, min(n_batches, wanted or min(total, 4)))
         return workers, total if workers == 1 else max(1, total // workers)
 
-    def _decode_all(self, src_ids: list[list[int]]) -> list[list[Hypothesis]]:
+    def _decode_all(self, src_ids: list[list[int]], prefixes: list[list[int]] | None = None) -> list[list[Hypothesis]]:
         """Batch, decode (several batches at once where `parallelism` says so) and restore the input order."""
         results: list[list[Hypothesis] | None] = [None] * len(src_ids)
         bar = None
@@ -180,7 +199,10 @@ class Translator:
 
         def decode(group: list[int]) -> list[list[Hypothesis]]:
             src = pad_batch([torch.tensor(src_ids[i], dtype=torch.long) for i in group], self.model.pad_idx)
-            return self._decode_batch(src.to(self.device))
+            batch_prefixes = [prefixes[i] for i in group] if prefixes is not None else None
+            if batch_prefixes is None and self.sampling is None:
+                return self._decode_batch(src.to(self.device))
+            return self._decode_batch(src.to(self.device), batch_prefixes, group[0])
 
         try:
             with self._batch_map(len(groups)) as batch_map:
@@ -211,13 +233,21 @@ class Translator:
             pool.shutdown(cancel_futures=True)
             torch.set_num_threads(total)  # the workers' setting is also torch's default for new threads
 
-    def _decode_batch(self, src: torch.Tensor) -> list[list[Hypothesis]]:
-        """Greedy for beam size 1 (its score length-normalized as beam search's are), else beam search."""
+    def _decode_batch(self, src: torch.Tensor, prefixes=None, key: int = 0) -> list[list[Hypothesis]]:
+        """Greedy for beam size 1 (its score length-normalized as beam search's are) or sampling, else beam search.
+
+        Sampling draws from a generator seeded by (sampling.seed, `key`: the batch's first sentence), so the
+        result does not depend on the order in which parallel batches run."""
         s = self.settings
-        if s.beam_size == 1:
-            out = greedy_decode(self.model, src, s.max_len_a, s.max_len_b, return_scores=True)
+        if s.beam_size == 1 or self.sampling is not None:
+            generator = None
+            if self.sampling is not None:
+                generator = torch.Generator(src.device).manual_seed(self.sampling.seed * 1_000_003 + key)
+            out = greedy_decode(self.model, src, s.max_len_a, s.max_len_b, True, prefixes, self.sampling, generator)
             return [[(ids, lp / gnmt_penalty(len(ids) + 1, s.length_penalty))] for ids, lp in out]
-        return beam_search(self.model, src, s.beam_size, s.length_penalty, s.max_len_a, s.max_len_b, self.n_best)
+        return beam_search(
+            self.model, src, s.beam_size, s.length_penalty, s.max_len_a, s.max_len_b, self.n_best, prefixes
+        )
 
 
 def _check_same_vocabs(first, vocabs, path, other) -> None:
