@@ -1,6 +1,8 @@
 """Richer decoding: n-best lists, sampling (seeded), forced target prefixes; in the Translator and at the CLI."""
 
+import io
 import json
+import sys
 
 import pytest
 import torch
@@ -65,7 +67,12 @@ def test_translator_prefix_text():
         assert hyp.startswith(prefix) and (prefix or hyp == plain[i])
 
 
-def test_cli_nbest_scores_json_sampling_and_prefix(tmp_path, capsys):
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_cli_nbest_scores_json_sampling_and_prefix(tmp_path, capsys, monkeypatch):
     from cli_helpers import write_config, write_corpus
 
     from torchlingo.cli import main
@@ -100,3 +107,10 @@ def test_cli_nbest_scores_json_sampling_and_prefix(tmp_path, capsys):
     assert main(["translate", "--checkpoint", ckpt, "--input", str(src), "--n-best", "4"]) == 0  # the run's beam 3
     assert main(["translate", "--checkpoint", ckpt, "--input", str(src), "--n-best", "4", "--beam-size", "2"]) == 2
     assert "--beam-size 4 or more" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", Terminal("ein hund\nzwei katzen\n"))  # interactive: a line at a time
+    assert main(["translate", "--checkpoint", ckpt]) == 0
+    out = capsys.readouterr()
+    assert "Ctrl-D" in out.err
+    assert main(["translate", "--checkpoint", ckpt, "--input", str(src)]) == 0
+    batch = capsys.readouterr().out.splitlines()
+    assert out.out.splitlines() == [batch[0], batch[2]]

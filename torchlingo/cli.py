@@ -1,8 +1,9 @@
 """The `torchlingo` command: train | translate | evaluate | average | download.
 
     torchlingo train CONFIG [--set KEY=VALUE ...] [--resume [--accept-data-change] | --overwrite]
-    torchlingo translate --checkpoint PATH [--input FILE] [--output FILE] [--beam-size N]
-    torchlingo evaluate --checkpoint PATH [--src FILE] --ref FILE [--beam-size N] [--json]
+    torchlingo translate --checkpoint PATH [--checkpoint PATH ...] [--input FILE] [--output FILE] [--beam-size N]
+                         [--n-best N] [--scores] [--json] [--sampling topk|topp ...] [--prefix FILE]
+    torchlingo evaluate --checkpoint PATH [--checkpoint PATH ...] [--src FILE] --ref FILE [--beam-size N] [--json]
     torchlingo average (--checkpoints A B ... | --run RUN_DIR --last N) --output OUT.pt
     torchlingo download multi30k --dest DIR [--base-url URL]
 
@@ -207,10 +208,21 @@ def cmd_translate(args: argparse.Namespace) -> int:
     check_output(args.output)
     lines = read_text_lines(args.input) if args.input not in (None, "-") else None  # a bad file fails at once
     translator = _translator(args)  # a bad checkpoint fails before anyone types into stdin
+    if lines is None and args.output in (None, "-") and args.prefix is None and sys.stdin.isatty():
+        return interactive(translator, args)
     lines = read_text_lines(args.input) if lines is None else lines
     prefixes = read_prefixes(args.prefix, len(lines))
     nbests = translate_nbest_lines(translator, lines, prefixes)
     write_text_lines(args.output, format_hypotheses(nbests, args.n_best, args.scores, args.json))
+    return 0
+
+
+def interactive(translator, args: argparse.Namespace) -> int:
+    """stdin is a terminal: translate each line as it is typed, until end of input (Ctrl-D)."""
+    print("torchlingo: type a sentence and press Enter; Ctrl-D ends", file=sys.stderr)
+    for line in sys.stdin:
+        nbests = translate_nbest_lines(translator, [line.rstrip("\r\n")])
+        write_text_lines(None, format_hypotheses(nbests, args.n_best, args.scores, args.json))
     return 0
 
 
