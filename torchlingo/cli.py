@@ -1,10 +1,11 @@
-"""The `torchlingo` command: train | translate | evaluate | average | download.
+"""The `torchlingo` command: train | translate | evaluate | average | export | download.
 
     torchlingo train CONFIG [--set KEY=VALUE ...] [--resume [--accept-data-change] | --overwrite]
     torchlingo translate --checkpoint PATH [--checkpoint PATH ...] [--input FILE] [--output FILE] [--beam-size N]
                          [--n-best N] [--scores] [--json] [--sampling topk|topp ...] [--prefix FILE]
     torchlingo evaluate --checkpoint PATH [--checkpoint PATH ...] [--src FILE] --ref FILE [--beam-size N] [--json]
     torchlingo average (--checkpoints A B ... | --run RUN_DIR --last N) --output OUT.pt
+    torchlingo export --checkpoint PATH --format ctranslate2 --output DIR [--quantization Q]
     torchlingo download multi30k --dest DIR [--base-url URL]
 
 A user mistake (a torchlingo error, or a file that cannot be read or written) prints one line
@@ -271,6 +272,14 @@ def cmd_average(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- export -------------------------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_ctranslate2
+
+    print(f"wrote {export_ctranslate2(args.checkpoint, args.output, args.quantization)}")
+    return 0
+
+
 # -- download -----------------------------------------------------------------------------------------------
 def cmd_download(args: argparse.Namespace) -> int:
     from .download import DEFAULT_BASE_URL, download_multi30k
@@ -296,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_translate(sub)
     _add_evaluate(sub)
     _add_average(sub)
+    _add_export(sub)
     _add_download(sub)
     return parser
 
@@ -398,6 +408,17 @@ def _add_average(sub) -> None:
     p.add_argument("--last", type=positive_int, metavar="N", help="with --run: how many step checkpoints")
     p.add_argument("--output", required=True, metavar="OUT.pt", help="the averaged checkpoint to write")
     p.set_defaults(func=cmd_average)
+
+
+def _add_export(sub) -> None:
+    from .export import QUANTIZATIONS
+
+    p = sub.add_parser("export", help="export a checkpoint to another runtime (CTranslate2)")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by training (or by average)")
+    p.add_argument("--format", choices=("ctranslate2",), default="ctranslate2", help="the target format")
+    p.add_argument("--output", required=True, metavar="DIR", help="a new (or empty) folder for the model")
+    p.add_argument("--quantization", choices=QUANTIZATIONS, help="CTranslate2 weight type (default: as trained)")
+    p.set_defaults(func=cmd_export)
 
 
 def _add_download(sub) -> None:

@@ -1,0 +1,137 @@
+"""Export a checkpoint to CTranslate2 (the optional extra `pip install torchlingo[ctranslate2]`).
+
+    torchlingo export --checkpoint runs/base/checkpoints/best.pt --format ctranslate2 --output base_ct2
+
+SimpleTransformer is a pre-norm Transformer with ReLU, so it maps onto `ctranslate2.specs.TransformerSpec` weight
+for weight: the fused q/k/v and k/v projections keep their layout, LayerNorm epsilon 1e-5. Two things differ from
+CTranslate2's defaults and are set explicitly: the position table (ours interleaves sin and cos, CTranslate2's
+concatenates them, so ours is stored as the model's position encodings), and the source side, which carries <s> and
+</s> as in training (`add_source_bos` / `add_source_eos`). The vocabularies are written as CTranslate2 expects
+(token strings in id order) and the tokenizer files are copied beside them, so the folder is self-contained:
+
+    translator = ctranslate2.Translator("base_ct2")
+    translator.translate_batch([["ein", "hund"]], beam_size=1)
+
+CTranslate2 does not forbid <pad> and <s> in its outputs as torchlingo's decoders do; a trained model does not
+predict them, so the translations agree (tests/test_export.py checks it on a small trained model in fp32).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .errors import TorchlingoError
+
+QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
+
+
+def _ctranslate2():
+    try:
+        import ctranslate2
+    except ImportError:
+        raise TorchlingoError(
+            "export --format ctranslate2: the ctranslate2 package is not installed "
+            "(pip install 'torchlingo[ctranslate2]' or pip install ctranslate2)"
+        ) from None
+    return ctranslate2
+
+
+def _np(t: torch.Tensor):
+    return t.detach().to(torch.float32).cpu().contiguous().numpy()
+
+
+def _linear(spec, layer) -> None:
+    spec.weight = _np(layer.weight)
+    if layer.bias is not None:
+        spec.bias = _np(layer.bias)
+
+
+def _norm(spec, norm) -> None:
+    spec.gamma, spec.beta = _np(norm.weight), _np(norm.bias)
+
+
+def _attention(spec, attn, cross: bool) -> None:
+    if cross:  # linear[0] the queries, linear[1] keys and values fused (k then v, as kv_proj)
+        _linear(spec.linear[0], attn.q_proj)
+        _linear(spec.linear[1], attn.kv_proj)
+    else:  # linear[0] q, k, v fused, as qkv_proj
+        _linear(spec.linear[0], attn.qkv_proj)
+    _linear(spec.linear[-1], attn.out_proj)
+
+
+def _ffn(spec, norm, ff) -> None:
+    _norm(spec.layer_norm, norm)
+    _linear(spec.linear_0, ff.fc1)
+    _linear(spec.linear_1, ff.fc2)
+
+
+def build_spec(model, src_tokens: list[str], tgt_tokens: list[str]):
+    """The `TransformerSpec` of a SimpleTransformer, weights set, vocabularies registered."""
+    _ctranslate2()
+    from ctranslate2.specs import common_spec, transformer_spec
+
+    a = model.args
+    spec = transformer_spec.TransformerSpec.from_config(
+        (a["num_encoder_layers"], a["num_decoder_layers"]),
+        a["n_heads"],
+        pre_norm=True,
+        activation=common_spec.Activation.RELU,
+    )
+    positions = _np(model.positions)
+    for side, embed in ((spec.encoder, model.src_embed), (spec.decoder, model.tgt_embed)):
+        embeddings = side.embeddings[0] if isinstance(side.embeddings, list) else side.embeddings
+        embeddings.weight = _np(embed.weight)
+        side.scale_embeddings = True
+        side.position_encodings.encodings = positions
+    _norm(spec.encoder.layer_norm, model.encoder_norm)
+    for layer_spec, layer in zip(spec.encoder.layer, model.encoder_layers):
+        _norm(layer_spec.self_attention.layer_norm, layer.norm1)
+        _attention(layer_spec.self_attention, layer.attn, cross=False)
+        _ffn(layer_spec.ffn, layer.norm2, layer.ff)
+    _norm(spec.decoder.layer_norm, model.decoder_norm)
+    for layer_spec, layer in zip(spec.decoder.layer, model.decoder_layers):
+        _norm(layer_spec.self_attention.layer_norm, layer.norm1)
+        _attention(layer_spec.self_attention, layer.self_attn, cross=False)
+        _norm(layer_spec.attention.layer_norm, layer.norm2)
+        _attention(layer_spec.attention, layer.cross_attn, cross=True)
+        _ffn(layer_spec.ffn, layer.norm3, layer.ff)
+    _linear(spec.decoder.projection, model.output_proj)
+    spec.config.layer_norm_epsilon = model.encoder_norm.eps
+    spec.config.add_source_bos = True
+    spec.config.add_source_eos = True
+    spec.register_source_vocabulary(src_tokens)
+    spec.register_target_vocabulary(tgt_tokens)
+    return spec
+
+
+def vocab_tokens(vocab) -> list[str]:
+    """The token strings of a vocabulary in id order (SentencePiece: its pieces)."""
+    if hasattr(vocab, "itos"):
+        return list(vocab.itos)
+    return [vocab.sp.id_to_piece(i) for i in range(len(vocab))]
+
+
+def export_ctranslate2(checkpoint: str | Path, output: str | Path, quantization: str | None = None) -> Path:
+    """Write the CTranslate2 model of `checkpoint` to the folder `output` (created; it must not exist or be empty)."""
+    from .checkpoint import load_model
+
+    _ctranslate2()
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise TorchlingoError(f"--quantization {quantization!r}: one of {', '.join(QUANTIZATIONS)}")
+    output = Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise TorchlingoError(f"{output}: exists and is not an empty folder; choose a new --output")
+    model, src_vocab, tgt_vocab, _ = load_model(checkpoint)
+    if src_vocab is None or tgt_vocab is None:
+        raise TorchlingoError(f"{checkpoint}: checkpoint holds no vocabularies; it cannot be exported")
+    spec = build_spec(model.float(), vocab_tokens(src_vocab), vocab_tokens(tgt_vocab))
+    spec.validate()
+    spec.optimize(quantization=quantization)
+    output.mkdir(parents=True, exist_ok=True)
+    spec.save(str(output))
+    suffix = ".model" if src_vocab.kind == "sentencepiece" else ".txt"
+    src_vocab.save(output / f"source_tokenizer{suffix}")
+    tgt_vocab.save(output / f"target_tokenizer{suffix}")
+    return output
