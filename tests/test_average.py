@@ -126,3 +126,19 @@ def test_translate_and_evaluate_with_an_ensemble_of_checkpoints(run, tmp_path, c
     argv = ["translate", "--checkpoint", str(a), "--checkpoint", str(tmp_path / "swapped.pt"), "--input", str(src)]
     assert main(argv) == 2
     assert "target vocabulary differs" in error_line(capsys)
+
+
+def test_average_last_of_a_short_run_averages_what_it_kept(tmp_path):
+    root = write_corpus(tmp_path)
+    config = write_config(root, "short", keep_checkpoints=50, average_last=50, num_epochs=2)
+    assert main(["train", str(config)]) == 0  # two saves (the epoch ends): both are averaged
+    metrics = json.loads((root / "runs" / "short" / "metrics.json").read_text())
+    assert len(metrics["test_averaged_from"]) == 2 and "test_bleu_averaged" in metrics
+
+
+def test_average_last_needs_enough_kept_checkpoints():
+    from torchlingo.config import Config
+    from torchlingo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="keep_checkpoints: 3"):
+        Config(keep_checkpoints=2, average_last=3)

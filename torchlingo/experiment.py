@@ -161,11 +161,19 @@ def evaluate_averaged(config: Config, test: NMTDataset, run_dir: Path) -> dict:
     """`average_last: N`: average the run's N newest step checkpoints into averaged.pt (in the run directory, beside
     checkpoints/ so that a resume never picks it), translate the test set with it into test.averaged.hyp and score it:
     the same keys as evaluate_test_set with the suffix _averaged."""
-    from .checkpoint import average_checkpoints, last_checkpoints, save_checkpoint
+    from .checkpoint import average_checkpoints, save_checkpoint, step_checkpoints
     from .evaluation import score_corpus
     from .translator import DecodingSettings, Translator
 
-    paths = last_checkpoints(run_dir, config.average_last)
+    paths = step_checkpoints(run_dir / "checkpoints")[-config.average_last :]
+    if len(paths) < config.average_last:  # a short run saved fewer times than average_last
+        log.warning(
+            "average_last: %d, but the run kept %d step checkpoint(s); averaging those",
+            config.average_last,
+            len(paths),
+        )
+    if not paths:
+        return {}
     averaged = save_checkpoint(average_checkpoints(paths), run_dir / "averaged.pt")
     translator = Translator.from_checkpoint(averaged, DecodingSettings.from_config(config), device=config.device)
     log.info("translating %d test sentences with the average of %d checkpoints", len(test.src_texts), len(paths))
