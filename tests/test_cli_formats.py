@@ -90,3 +90,22 @@ def test_translate_reads_the_source_column_of_a_tsv(trained, capsys, monkeypatch
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(tsv_text.encode()), encoding="utf-8"))
     assert main(["translate", "--checkpoint", str(run)]) == 0  # stdin: recognized by its header
     assert capsys.readouterr().out == plain
+
+
+def test_word_vocabularies_report_unknown_words(trained, torchlingo_logs, capsys):
+    """Training logs the <unk> share of val and test at load time; translate and evaluate that of their input."""
+    root, run, _ = trained
+    src = root / "unknown.txt"
+    src.write_text("the cat sees a zebra\nthe red house\n")  # 8 words, "zebra" not in the toy vocabulary
+    with torchlingo_logs.at_level("INFO", logger="torchlingo"):
+        assert main(["translate", "--checkpoint", str(run), "--input", str(src)]) == 0
+    lines = [r.getMessage() for r in torchlingo_logs.records if "unknown words" in r.getMessage()]
+    assert lines == [f"{src}: unknown words: 1 of 8 (12.5%) source tokens are not in the model's word vocabulary"]
+    torchlingo_logs.clear()
+    config = write_config(root, "unk", num_epochs=1)
+    with torchlingo_logs.at_level("INFO", logger="torchlingo"):
+        assert main(["train", str(config)]) == 0
+    lines = [r.getMessage() for r in torchlingo_logs.records if "unknown words" in r.getMessage()]
+    # val and test come from the same 12-word toy lexicon as train: nothing unknown, and said so, once each
+    assert [ln.split(":")[0] for ln in lines] == [str(root / "data" / "val.tsv"), str(root / "data" / "test.tsv")]
+    assert all("source 0 of" in ln and "(0.0%) tokens, target 0 of" in ln for ln in lines)

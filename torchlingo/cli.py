@@ -159,6 +159,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
     lines = read_sentences(args.input) if args.input not in (None, "-") else None  # a bad file fails at once
     translator = _translator(args)  # a bad checkpoint fails before anyone types into stdin
     lines = read_sentences(args.input) if lines is None else lines
+    from .unknowns import report_input
+
+    report_input(args.input or "<stdin>", translator.src_vocab, lines)
     write_text_lines(args.output, translate_lines(translator, lines))
     return 0
 
@@ -172,6 +175,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     refs = _references(args)
     translator = _translator(args)
     src = read_sentences(args.src) if src is None else src
+    from .unknowns import report_input
+
+    report_input(args.src or "<stdin>", translator.src_vocab, src)
     if len(src) != len(refs):
         raise DataError(
             f"{args.src or '<stdin>'} has {len(src)} lines but {args.ref} has {len(refs)}; "

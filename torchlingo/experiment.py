@@ -21,6 +21,7 @@ from .models import SimpleTransformer
 from .rundir import tokenizer_files
 from .runtime import resolve_device, seed_everything
 from .training import TrainResult, train_model
+from .unknowns import report_dataset
 
 log = logging.getLogger("torchlingo")
 
@@ -72,6 +73,10 @@ def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) 
     val = NMTDataset(config.val_file, src_vocab, tgt_vocab, config) if config.val_file else None
     # The test set is read now so that a bad test file stops the run before training, not after it.
     test = NMTDataset(config.test_file, src_vocab, tgt_vocab, config) if config.test_file else None
+    if distributed.is_writer():
+        for held_out in (val, test):
+            if held_out is not None:
+                report_dataset(held_out)  # word vocabularies: how much of it is <unk>
     if distributed.is_writer():
         config.to_yaml(run_dir / "config.yaml")
     log.info(
