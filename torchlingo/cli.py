@@ -343,6 +343,9 @@ def _add_download(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `torchlingo` and `python -m torchlingo`; returns the exit status."""
     args = build_parser().parse_args(argv)
+    from .logs import log_to_stderr
+
+    log_to_stderr()  # progress lines to stderr; the library itself installs no handler
     try:
         return args.func(args)
     except KeyboardInterrupt:
