@@ -11,7 +11,7 @@ import contextlib
 import logging
 from pathlib import Path
 
-from . import distributed, rundir, runinfo
+from . import distributed, environment, rundir, runinfo
 from .checkpoint import find_resumable, load_checkpoint
 from .config import Config
 from .data_processing import NMTDataset, load_vocab, make_loader
@@ -53,6 +53,8 @@ def run_experiment(
 
 def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) -> dict:
     # last.pt, or the newest readable checkpoint when last.pt is damaged (find_resumable says so).
+    env = environment.describe(config)
+    log.info("%s", environment.summary(env))
     resume_from = find_resumable(run_dir / "checkpoints") if resume else None
     state = load_checkpoint(resume_from) if resume_from is not None else None
     if state is not None:
@@ -98,7 +100,7 @@ def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) 
         run_info=run_info,
         restart_epoch=restart_epoch,
     )
-    metrics = _train_metrics(result, resume)
+    metrics = {**_train_metrics(result, resume), "environment": env}
     if not distributed.is_writer():
         return metrics  # rank 0 translates the test set and writes metrics.json
     if test is not None:
