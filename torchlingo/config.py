@@ -177,6 +177,13 @@ class Config:
     max_len_b: int = _opt("decoding", 10, "See max_len_a.", min=1)
     eval_bleu: bool = _opt("decoding", False, "Also decode the validation set and log val/bleu and val/chrf.")
     eval_beam_size: int = _opt("decoding", 1, "Beam width used for BLEU during training.", min=1)
+    bleu_samples: int = _opt(
+        "decoding",
+        3,
+        "With eval_bleu: the first this many validation sentences (source, reference, translation) are logged to "
+        "TensorBoard as val/translations at each validation; 0 logs none.",
+        min=0,
+    )
     decode_max_tokens: int = _opt("decoding", 4000, "Source-token budget per decoding batch.", min=1)
     decode_parallel_batches: int | None = _opt(
         "decoding",

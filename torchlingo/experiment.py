@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from pathlib import Path
 
 from . import distributed, environment, rundir, runinfo
@@ -91,9 +92,12 @@ def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) 
     seed_everything(config.seed)  # the initial weights follow config.seed, whatever ran before in this process
     model = SimpleTransformer(len(src_vocab), len(tgt_vocab), config=config)
     log.info("model: %.2fM parameters; run directory %s", sum(p.numel() for p in model.parameters()) / 1e6, run_dir)
+    train_loader = make_loader(train, config, shuffle=True)
+    if distributed.is_writer():
+        warn_long_warmup(config, len(train_loader))
     result = train_model(
         model,
-        make_loader(train, config, shuffle=True),
+        train_loader,
         make_loader(val, config, shuffle=False) if val is not None else None,
         config,
         resume_from=resume_from,
@@ -107,6 +111,30 @@ def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) 
         metrics.update(evaluate_test_set(config, result, test, run_dir, model))
     write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def warn_long_warmup(config: Config, batches_per_epoch: int) -> int | None:
+    """Warn when the warmup is longer than the run (the learning rate would never reach learning_rate); returns the
+    planned optimizer steps when it warned."""
+    from .training import _planned_steps
+
+    if config.scheduler_type not in ("cosine", "transformer") or not config.warmup_steps:
+        return None
+    planned = _planned_steps(batches_per_epoch, config)
+    if config.warmup_steps <= planned:
+        return None
+    log.warning(
+        "warmup_steps: %d is more than the %d optimizer steps this run is planned for (%s), so the learning rate "
+        "never reaches learning_rate=%g; lower warmup_steps (e.g. to %d) or train longer",
+        config.warmup_steps,
+        planned,
+        f"max_steps={config.max_steps}"
+        if config.max_steps and config.max_steps <= planned
+        else f"{config.num_epochs} epochs of {math.ceil(batches_per_epoch / config.accumulation_steps)} steps",
+        config.learning_rate,
+        max(1, planned // 10),
+    )
+    return planned
 
 
 def _train_metrics(result: TrainResult, resumed: bool) -> dict:
