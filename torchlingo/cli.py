@@ -155,12 +155,12 @@ def check_output(path: str | None) -> None:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
+    from .unknowns import report_input
+
     check_output(args.output)
     lines = read_sentences(args.input) if args.input not in (None, "-") else None  # a bad file fails at once
     translator = _translator(args)  # a bad checkpoint fails before anyone types into stdin
     lines = read_sentences(args.input) if lines is None else lines
-    from .unknowns import report_input
-
     report_input(args.input or "<stdin>", translator.src_vocab, lines)
     write_text_lines(args.output, translate_lines(translator, lines))
     return 0
@@ -168,6 +168,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import score_corpus
+    from .unknowns import report_input
 
     check_output(args.output)
     _evaluate_defaults(args)
@@ -175,8 +176,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     refs = _references(args)
     translator = _translator(args)
     src = read_sentences(args.src) if src is None else src
-    from .unknowns import report_input
-
     report_input(args.src or "<stdin>", translator.src_vocab, src)
     if len(src) != len(refs):
         raise DataError(
