@@ -7,7 +7,7 @@ import json
 import sys
 
 import pytest
-from cli_helpers import one_error_line, write_config, write_corpus
+from cli_helpers import one_error_line, run_module, write_config, write_corpus
 
 from torchlingo.cli import main
 
@@ -109,3 +109,12 @@ def test_word_vocabularies_report_unknown_words(trained, torchlingo_logs, capsys
     # val and test come from the same 12-word toy lexicon as train: nothing unknown, and said so, once each
     assert [ln.split(":")[0] for ln in lines] == [str(root / "data" / "val.tsv"), str(root / "data" / "test.tsv")]
     assert all("source 0 of" in ln and "(0.0%) tokens, target 0 of" in ln for ln in lines)
+
+
+def test_the_command_prints_the_unknown_word_line_to_stderr(trained):
+    """Through `python -m torchlingo` (the library adds no handler; the command's main() prints the log lines)."""
+    root, run, _ = trained
+    proc = run_module("translate", "--checkpoint", str(run), stdin="the zebra sees a cat\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "<stdin>: unknown words: 1 of 5 (20.0%) source tokens" in proc.stderr
+    assert len(proc.stdout.splitlines()) == 1
