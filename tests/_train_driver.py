@@ -35,6 +35,7 @@ import torchlingo.training as T  # noqa: E402
 from torchlingo.config import Config  # noqa: E402
 from torchlingo.data_processing import NMTDataset, make_loader  # noqa: E402
 from torchlingo.errors import DataError, TorchlingoError  # noqa: E402
+from torchlingo.logs import log_to_stderr  # noqa: E402
 from torchlingo.models import SimpleTransformer  # noqa: E402
 
 TINY = dict(
@@ -130,6 +131,7 @@ def inject_one(fault: str) -> None:
 
 
 def main() -> None:
+    log_to_stderr()  # the library installs no handler; the tests read the progress lines from stderr
     if sys.argv[1] == "cli":  # _train_driver.py cli FAULT train CONFIG ...: the CLI, with the fault injected
         from torchlingo.cli import main as cli_main
 

@@ -52,8 +52,15 @@ def _seeded():
 
 @pytest.fixture
 def torchlingo_logs(caplog):
-    """caplog for torchlingo's logger, which does not propagate to the root logger caplog listens on."""
+    """caplog for torchlingo's logger from INFO up. The library sets no level and the CLI's main() stops the
+    propagation to the root logger caplog listens on, so the handler goes on the logger itself, propagation off
+    (records once), and everything is restored after the test."""
     logger = logging.getLogger("torchlingo")
+    saved = logger.level, logger.propagate
     logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     yield caplog
     logger.removeHandler(caplog.handler)
+    logger.setLevel(saved[0])
+    logger.propagate = saved[1]

@@ -237,8 +237,8 @@ def translate(root, checkpoint, *extra) -> list[str]:
 
 def test_checkpoint_path_that_is_a_directory(trained, capsys):
     root, best = trained
-    message = fails(capsys, translate(root, best.parent.parent))
-    assert f"{best.parent.parent}: is a directory, not a checkpoint file" in message
+    message = fails(capsys, translate(root, best.parent))  # checkpoints/ itself; the run directory means best.pt
+    assert f"{best.parent}: is a directory, not a checkpoint file nor a run directory" in message
 
 
 def test_another_projects_checkpoint_is_not_blamed_on_the_version(trained, capsys):

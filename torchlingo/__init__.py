@@ -1,19 +1,26 @@
-"""torchlingo: readable, fast sequence-to-sequence translation on PyTorch."""
+"""torchlingo: readable, fast sequence-to-sequence translation on PyTorch.
 
-__version__ = "0.1.0"
+The package logs progress on the "torchlingo" logger and installs no handler of its own (a NullHandler): the
+`torchlingo` command prints the lines to stderr; a script can call `torchlingo.logs.log_to_stderr()` (or configure
+logging as it likes) for the same.
+"""
+
+import logging as _logging
+
+__version__ = "0.1.0"  # the one place the version is written: pyproject.toml reads it (dynamic = ["version"])
 
 from .config import Config  # noqa: E402
 from .errors import TorchlingoError  # noqa: E402
 
-__all__ = ["Config", "TorchlingoError", "__version__"]
+__all__ = ["Config", "TorchlingoError", "Translator", "__version__"]
 
-import logging as _logging  # noqa: E402
+_logging.getLogger("torchlingo").addHandler(_logging.NullHandler())
 
-# Progress lines go to stderr unless the application configures logging itself.
-_log = _logging.getLogger("torchlingo")
-if not _log.handlers:
-    _handler = _logging.StreamHandler()
-    _handler.setFormatter(_logging.Formatter("%(message)s"))
-    _log.addHandler(_handler)
-    _log.setLevel(_logging.INFO)
-    _log.propagate = False
+
+def __getattr__(name: str):
+    """`torchlingo.Translator`, imported when first asked for (it brings in torch; the CLI's --help does not)."""
+    if name == "Translator":
+        from .translator import Translator
+
+        return Translator
+    raise AttributeError(f"module 'torchlingo' has no attribute {name!r}")

@@ -1,9 +1,10 @@
 """The `torchlingo` command: train | translate | evaluate | average | export | download.
 
     torchlingo train CONFIG [--set KEY=VALUE ...] [--resume [--accept-data-change] | --overwrite]
-    torchlingo translate --checkpoint PATH [--checkpoint PATH ...] [--input FILE] [--output FILE] [--beam-size N]
-                         [--n-best N] [--scores] [--json] [--sampling topk|topp ...] [--prefix FILE]
-    torchlingo evaluate --checkpoint PATH [--checkpoint PATH ...] [--src FILE] --ref FILE [--beam-size N] [--json]
+    torchlingo translate --checkpoint PATH|RUN_DIR [--checkpoint PATH ...] [--input FILE] [--output FILE]
+                         [--beam-size N] [--n-best N] [--scores] [--json] [--sampling topk|topp ...] [--prefix FILE]
+    torchlingo evaluate --checkpoint PATH|RUN_DIR [--checkpoint PATH ...] [--src FILE] [--ref FILE] [--json]
+    torchlingo evaluate --run RUN_DIR [--json]
     torchlingo average (--checkpoints A B ... | --run RUN_DIR --last N) --output OUT.pt
     torchlingo export --checkpoint PATH --format ctranslate2 --output DIR [--quantization Q]
     torchlingo download multi30k --dest DIR [--base-url URL]
@@ -25,6 +26,7 @@ from . import __version__
 from .config import AMP_MODES
 from .errors import DataError, TorchlingoError, TrainingInterrupted, first_line
 from .files import write_text
+from .inputs import SOURCE, TARGET, checkpoint_path, column, looks_like_tsv, run_test_set
 
 log = logging.getLogger("torchlingo")
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
@@ -78,7 +80,7 @@ def _translator(args: argparse.Namespace):
         if v is not None
     }
     overrides.update(_search_overrides(args))
-    return Translator.from_checkpoint(args.checkpoint, **overrides)
+    return Translator.from_checkpoint([checkpoint_path(c) for c in args.checkpoint], **overrides)
 
 
 def _search_overrides(args: argparse.Namespace) -> dict:
@@ -148,6 +150,11 @@ def read_text_lines(path: str | None) -> list[str]:
     return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
 
 
+def read_sentences(path: str | None, which: int = SOURCE) -> list[str]:
+    """The sentences of a plain-text or TSV file (or stdin): the TSV's source (or target) column, header skipped."""
+    return column("<stdin>" if path in (None, "-") else path, read_text_lines(path), which)
+
+
 def translate_lines(translator, lines: list[str], prefixes: list[str] | None = None) -> list[str]:
     """Translate the non-empty lines; an empty input line gives an empty output line, so the output stays aligned."""
     return [nbest[0][0] for nbest in translate_nbest_lines(translator, lines, prefixes)]
@@ -206,12 +213,15 @@ def check_output(path: str | None) -> None:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
+    from .unknowns import report_input
+
     check_output(args.output)
-    lines = read_text_lines(args.input) if args.input not in (None, "-") else None  # a bad file fails at once
+    lines = read_sentences(args.input) if args.input not in (None, "-") else None  # a bad file fails at once
     translator = _translator(args)  # a bad checkpoint fails before anyone types into stdin
     if lines is None and args.output in (None, "-") and args.prefix is None and sys.stdin.isatty():
         return interactive(translator, args)
-    lines = read_text_lines(args.input) if lines is None else lines
+    lines = read_sentences(args.input) if lines is None else lines
+    report_input(args.input or "<stdin>", translator.src_vocab, lines)
     prefixes = read_prefixes(args.prefix, len(lines))
     nbests = translate_nbest_lines(translator, lines, prefixes)
     write_text_lines(args.output, format_hypotheses(nbests, args.n_best, args.scores, args.json))
@@ -229,12 +239,15 @@ def interactive(translator, args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import score_corpus
+    from .unknowns import report_input
 
     check_output(args.output)
-    refs = read_text_lines(args.ref)
-    src = read_text_lines(args.src) if args.src not in (None, "-") else None
+    _evaluate_defaults(args)
+    src = read_sentences(args.src) if args.src not in (None, "-") else None
+    refs = _references(args)
     translator = _translator(args)
-    src = read_text_lines(args.src) if src is None else src
+    src = read_sentences(args.src) if src is None else src
+    report_input(args.src or "<stdin>", translator.src_vocab, src)
     if len(src) != len(refs):
         raise DataError(
             f"{args.src or '<stdin>'} has {len(src)} lines but {args.ref} has {len(refs)}; "
@@ -252,6 +265,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for name, label in (("bleu", "BLEU"), ("chrf", "chrF"), ("ter", "TER")):
             print(f"{label} = {scores[name]:.2f}  {scores.get(name + '_signature', '')}".rstrip())
     return 0
+
+
+def _evaluate_defaults(args: argparse.Namespace) -> None:
+    """--run RUN_DIR: the run's test set (from its config.yaml) and its best checkpoint, unless given otherwise."""
+    if args.run is not None:
+        src, ref = run_test_set(args.run)
+        if args.src is None and args.ref is None:
+            args.src, args.ref = src, ref
+        args.checkpoint = args.checkpoint or [str(checkpoint_path(args.run))]
+    if args.checkpoint is None:
+        raise TorchlingoError("evaluate: give --checkpoint PATH (a checkpoint or a run directory) or --run RUN_DIR")
+
+
+def _references(args: argparse.Namespace) -> list[str]:
+    """--ref's sentences (a TSV's target column), or the target column of a TSV --src."""
+    if args.ref is not None:
+        return read_sentences(args.ref, TARGET)
+    if args.src in (None, "-"):
+        raise TorchlingoError("evaluate: --ref is needed when the source comes from stdin")
+    if not looks_like_tsv(args.src, read_text_lines(args.src)):
+        raise TorchlingoError(f"evaluate: {args.src} is plain text; give the references with --ref (or a TSV --src)")
+    args.ref = args.src
+    return read_sentences(args.src, TARGET)
 
 
 # -- average ------------------------------------------------------------------------------------------------
@@ -336,13 +372,14 @@ def _add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def _decoding_options(p: argparse.ArgumentParser) -> None:
+def _decoding_options(p: argparse.ArgumentParser, checkpoint_required: bool = True) -> None:
     p.add_argument(
         "--checkpoint",
-        required=True,
+        required=checkpoint_required,
         action="append",
-        help="a checkpoint written by training, e.g. runs/base/checkpoints/best.pt; repeat it to decode with an "
-        "ensemble (the mean of the models' log-probabilities; the checkpoints must share their vocabularies)",
+        help="a checkpoint written by training, e.g. runs/base/checkpoints/best.pt, or a run directory (runs/base) "
+        "for its checkpoints/best.pt; repeat it to decode with an ensemble (the mean of the models' "
+        "log-probabilities; the checkpoints must share their vocabularies)",
     )
     p.add_argument("--beam-size", type=positive_int, help="beam width (1 is greedy); default: the run's beam_size")
     p.add_argument("--max-tokens", type=positive_int, help="source tokens per decoding batch")
@@ -376,7 +413,7 @@ def _add_translate(sub) -> None:
     p = sub.add_parser("translate", help="translate one sentence a line (stdin to stdout by default)")
     _decoding_options(p)
     _search_options(p)
-    p.add_argument("--input", help="source file (default: stdin)")
+    p.add_argument("--input", help="source file: plain text, or a TSV (its source column) (default: stdin)")
     p.add_argument("--output", help="output file (default: stdout)")
     p.add_argument(
         "--n-best",
@@ -391,10 +428,19 @@ def _add_translate(sub) -> None:
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="translate a source file and score it against references (BLEU, chrF, TER)")
-    _decoding_options(p)
+    _decoding_options(p, checkpoint_required=False)
     _search_options(p)
-    p.add_argument("--src", help="source file (default: stdin)")
-    p.add_argument("--ref", required=True, help="reference translations, aligned with --src")
+    p.add_argument(
+        "--run",
+        metavar="RUN_DIR",
+        help="score a run's test set (test_file of RUN_DIR/config.yaml) with its checkpoints/best.pt",
+    )
+    p.add_argument("--src", help="source file: plain text, or a TSV (its source column) (default: stdin)")
+    p.add_argument(
+        "--ref",
+        help="references aligned with --src: plain text, or a TSV (its target column); default: --src's target "
+        "column when --src is a TSV",
+    )
     p.add_argument("--output", help="also write the translations here")
     p.add_argument("--json", action="store_true", help="print the scores and signatures as JSON")
     p.set_defaults(func=cmd_evaluate)
@@ -441,6 +487,9 @@ def _add_download(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `torchlingo` and `python -m torchlingo`; returns the exit status."""
     args = build_parser().parse_args(argv)
+    from .logs import log_to_stderr
+
+    log_to_stderr()  # progress lines to stderr; the library itself installs no handler
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -189,6 +189,13 @@ class Config:
     max_len_b: int = _opt("decoding", 10, "See max_len_a.", min=1)
     eval_bleu: bool = _opt("decoding", False, "Also decode the validation set and log val/bleu and val/chrf.")
     eval_beam_size: int = _opt("decoding", 1, "Beam width used for BLEU during training.", min=1)
+    bleu_samples: int = _opt(
+        "decoding",
+        3,
+        "With eval_bleu: the first this many validation sentences (source, reference, translation) are logged to "
+        "TensorBoard as val/translations at each validation; 0 logs none.",
+        min=0,
+    )
     decode_max_tokens: int = _opt("decoding", 4000, "Source-token budget per decoding batch.", min=1)
     decode_parallel_batches: int | None = _opt(
         "decoding",
@@ -253,17 +260,19 @@ class Config:
     def from_dict(cls, values: dict | None, source: str = "config", overrides: list[str] | None = None) -> Config:
         """Build from a (possibly grouped) mapping plus `KEY=VALUE` overrides; unknown keys get a did-you-mean."""
         flat = _flatten(values or {}, source)
-        flat.update(parse_overrides(overrides or []))
+        overridden = parse_overrides(overrides or [])
+        flat.update(overridden)
         names = [f.name for f in dataclasses.fields(cls)]
         for k in flat:
             if k not in names:
                 close = difflib.get_close_matches(k, names, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else "; see docs/configuration.md for the keys"
-                raise ConfigError(f"{source}: unknown key {k!r}{hint}")  # repr: a key may hold a newline
+                where = f"--set {k}" if k in overridden else source  # an override's mistake is not the file's
+                raise ConfigError(f"{where}: unknown key {k!r}{hint}")  # repr: a key may hold a newline
         try:
             return cls(**flat)
         except ConfigError as e:
-            raise ConfigError(f"{source}: {e}") from None
+            raise ConfigError(_blame(str(e), source, overridden)) from None
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> Config:
@@ -315,6 +324,16 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         """A validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+def _blame(message: str, source: str, overridden: dict[str, Any]) -> str:
+    """Say where a bad value came from: `--set KEY` when the key the message names was overridden, else the file
+    (and the overrides, which may have caused a check between two keys to fail)."""
+    key = message.partition(":")[0]
+    if key in overridden:
+        return f"--set {message}"
+    also = f" with --set {', '.join(overridden)}" if overridden else ""
+    return f"{source}{also}: {message}"
 
 
 class _DuplicateKey(Exception):

@@ -52,10 +52,11 @@ class BleuValidator:
     """A `train_model` validator: decodes the validation set and returns {"bleu": ..., "chrf": ...}.
 
     Built by train_model when `config.eval_bleu` is set. Decodes greedily (or with `config.eval_beam_size`) and
-    writes the first `samples` translations to TensorBoard as text (`val/translations`) when given a RunLogger.
+    writes the first `samples` translations (default: `config.bleu_samples`) to TensorBoard as text
+    (`val/translations`) when given a RunLogger.
     """
 
-    def __init__(self, dataset, config, logger=None, samples: int = 3):
+    def __init__(self, dataset, config, logger=None, samples: int | None = None):
         from .errors import ConfigError
 
         missing = [a for a in ("src_texts", "tgt_texts", "src_vocab", "tgt_vocab") if not hasattr(dataset, a)]
@@ -64,7 +65,8 @@ class BleuValidator:
                 f"eval_bleu: the validation dataset ({type(dataset).__name__}) has no {missing[0]}; "
                 "use an NMTDataset as val set"
             )
-        self.dataset, self.config, self.logger, self.samples = dataset, config, logger, samples
+        self.dataset, self.config, self.logger = dataset, config, logger
+        self.samples = config.bleu_samples if samples is None else samples
         self.src_ids = [dataset[i][0].tolist() for i in range(len(dataset))]
 
     def __call__(self, model, step: int) -> dict:

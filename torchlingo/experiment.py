@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from pathlib import Path
 
-from . import distributed, rundir, runinfo
+from . import distributed, environment, rundir, runinfo
 from .checkpoint import find_resumable, load_checkpoint
 from .config import Config
 from .data_processing import NMTDataset, load_vocab, make_loader
@@ -21,6 +22,7 @@ from .models import SimpleTransformer
 from .rundir import tokenizer_files
 from .runtime import resolve_device, seed_everything
 from .training import TrainResult, train_model
+from .unknowns import report_dataset
 
 log = logging.getLogger("torchlingo")
 
@@ -52,6 +54,8 @@ def run_experiment(
 
 def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) -> dict:
     # last.pt, or the newest readable checkpoint when last.pt is damaged (find_resumable says so).
+    env = environment.describe(config)
+    log.info("%s", environment.summary(env))
     resume_from = find_resumable(run_dir / "checkpoints") if resume else None
     state = load_checkpoint(resume_from) if resume_from is not None else None
     if state is not None:
@@ -73,6 +77,10 @@ def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) 
     # The test set is read now so that a bad test file stops the run before training, not after it.
     test = NMTDataset(config.test_file, src_vocab, tgt_vocab, config) if config.test_file else None
     if distributed.is_writer():
+        for held_out in (val, test):
+            if held_out is not None:
+                report_dataset(held_out)  # word vocabularies: how much of it is <unk>
+    if distributed.is_writer():
         config.to_yaml(run_dir / "config.yaml")
     log.info(
         "data: %d training pairs, %s validation pairs; vocabularies %d (source), %d (target)",
@@ -84,16 +92,19 @@ def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) 
     seed_everything(config.seed)  # the initial weights follow config.seed, whatever ran before in this process
     model = SimpleTransformer(len(src_vocab), len(tgt_vocab), config=config)
     log.info("model: %.2fM parameters; run directory %s", sum(p.numel() for p in model.parameters()) / 1e6, run_dir)
+    train_loader = make_loader(train, config, shuffle=True)
+    if distributed.is_writer():
+        warn_long_warmup(config, len(train_loader))
     result = train_model(
         model,
-        make_loader(train, config, shuffle=True),
+        train_loader,
         make_loader(val, config, shuffle=False) if val is not None else None,
         config,
         resume_from=resume_from,
         run_info=run_info,
         restart_epoch=restart_epoch,
     )
-    metrics = _train_metrics(result, resume)
+    metrics = {**_train_metrics(result, resume), "environment": env}
     if not distributed.is_writer():
         return metrics  # rank 0 translates the test set and writes metrics.json
     if test is not None:
@@ -102,6 +113,30 @@ def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) 
             metrics.update(evaluate_averaged(config, test, run_dir))
     write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def warn_long_warmup(config: Config, batches_per_epoch: int) -> int | None:
+    """Warn when the warmup is longer than the run (the learning rate would never reach learning_rate); returns the
+    planned optimizer steps when it warned."""
+    from .training import _planned_steps
+
+    if config.scheduler_type not in ("cosine", "transformer") or not config.warmup_steps:
+        return None
+    planned = _planned_steps(batches_per_epoch, config)
+    if config.warmup_steps <= planned:
+        return None
+    log.warning(
+        "warmup_steps: %d is more than the %d optimizer steps this run is planned for (%s), so the learning rate "
+        "never reaches learning_rate=%g; lower warmup_steps (e.g. to %d) or train longer",
+        config.warmup_steps,
+        planned,
+        f"max_steps={config.max_steps}"
+        if config.max_steps and config.max_steps <= planned
+        else f"{config.num_epochs} epochs of {math.ceil(batches_per_epoch / config.accumulation_steps)} steps",
+        config.learning_rate,
+        max(1, planned // 10),
+    )
+    return planned
 
 
 def _train_metrics(result: TrainResult, resumed: bool) -> dict:
