@@ -33,6 +33,16 @@ def save_tokenizers(config: Config, run_dir: Path, train: NMTDataset):
     return train.src_vocab, train.tgt_vocab
 
 
+def load_train_data(config: Config, src_vocab=None, tgt_vocab=None):
+    """The training set: read into memory (`prepared_data: off`), or prepared shards, reused when they fit the
+    corpus and settings and prepared again otherwise (`auto`). The tokenizers are trained unless given."""
+    if config.prepared_data == "auto":
+        from .data_processing.shards import open_or_prepare
+
+        return open_or_prepare(config, None if src_vocab is None else (src_vocab, tgt_vocab))
+    return NMTDataset(config.train_file, src_vocab, tgt_vocab, config, max_len=config.train_max_len)
+
+
 def run_experiment(
     config: Config, resume: bool = False, overwrite: bool = False, accept_data_change: bool = False
 ) -> dict:
@@ -57,14 +67,14 @@ def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) 
     if state is not None:
         runinfo.check_config(config, state, resume_from)
         src_vocab, tgt_vocab = runinfo.resume_tokenizers(config, run_dir, state, resume_from)
-        train = NMTDataset(config.train_file, src_vocab, tgt_vocab, config, max_len=config.train_max_len)
+        train = load_train_data(config, src_vocab, tgt_vocab)
     elif distributed.is_writer():
         log.info("reading %s and training the %s tokenizer", config.train_file, config.tokenizer)
-        train = NMTDataset(config.train_file, config=config, max_len=config.train_max_len)
+        train = load_train_data(config)
         src_vocab, tgt_vocab = save_tokenizers(config, run_dir, train)
     else:  # another rank of a new run: the tokenizer rank 0 has just written
         src_vocab, tgt_vocab = (load_vocab(run_dir / name) for name in tokenizer_files(config))
-        train = NMTDataset(config.train_file, src_vocab, tgt_vocab, config, max_len=config.train_max_len)
+        train = load_train_data(config, src_vocab, tgt_vocab)
     distributed.writer_ready()
     run_info = runinfo.build_run_info(config, train)
     restart_epoch = state is not None and runinfo.check_data(state, run_info, resume_from, accept_data_change)
