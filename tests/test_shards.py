@@ -183,3 +183,28 @@ def test_training_on_shards_equals_in_memory_and_resumes_exactly(tmp_path):
         for key, value in ref["model"].items():
             assert torch.equal(got["model"][key], value), (name, key)
         assert got["run_info"]["corpus"] == ref["run_info"]["corpus"]
+
+
+def test_sentencepiece_trains_on_a_bounded_seeded_sample(tmp_path):
+    """More pairs than sp_sample_size: the tokenizer is trained on a seeded sample (the same one for the same seed),
+    the manifest records the seed, and another seed makes the shards stale."""
+    train = write_toy_tsv(tmp_path / "train.tsv", 700, seed=0)
+    config = Config(train_file=str(train), vocab_size=40, sp_sample_size=1000, seed=1)  # joint: 500 pairs
+    a = prepare_shards(config, tmp_path / "a")
+    b = prepare_shards(config, tmp_path / "b")
+    assert a["sample_seed"] == 1 and a["tokenizers"] == b["tokenizers"] and a["pairs"] == 700
+    assert (tmp_path / "a" / "src.bin").read_bytes() == (tmp_path / "b" / "src.bin").read_bytes()
+    assert "seed" in stale_reason(tmp_path / "a", config.replace(seed=2), corpus_fingerprint(config))
+
+
+def test_prepare_command_reports_up_to_date(tmp_path):
+    write_corpus(tmp_path)
+    config = write_config(tmp_path, "p", data_dir=str(tmp_path / "shared"))
+    first = run_module("prepare", str(config))
+    assert first.returncode == 0 and "prepared (no shards yet)" in first.stdout, first.stderr
+    again = run_module("prepare", str(config))
+    assert again.returncode == 0 and "up to date" in again.stdout
+    (tmp_path / "shared" / "src.bin").write_bytes(b"\0")
+    broken = run_module("train", str(config), "--set", "prepared_data=auto")
+    assert broken.returncode == 2 and str(tmp_path / "shared" / "src.bin") in broken.stderr
+    assert len(broken.stderr.strip().splitlines()[-1:]) == 1

@@ -74,11 +74,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     inside = directory.resolve().is_relative_to(config.run_dir.resolve())
     lock = RunLock(config.run_dir).acquire() if inside else None
     try:
-        why = "--force" if args.force else shards.stale_reason(directory, config, shards.corpus_fingerprint(config))
-        if why is None:
-            print(f"{directory}: the prepared shards are up to date")
-            return 0
-        manifest = shards.prepare_shards(config, directory, workers=args.workers)
+        fingerprints = shards.corpus_fingerprint(config)
+        with shards.prepare_lock(directory):
+            why = "--force" if args.force else shards.stale_reason(directory, config, fingerprints)
+            if why is None:
+                print(f"{directory}: the prepared shards are up to date")
+                return 0
+            manifest = shards.prepare_shards(config, directory, workers=args.workers)
     finally:
         if lock is not None:
             lock.release()

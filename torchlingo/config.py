@@ -110,7 +110,7 @@ class Config:
         2_000_000,
         "SentencePiece trains on at most this many sentences (a random sample seeded by seed when the corpus "
         "has more).",
-        min=1,
+        min=1000,
     )
 
     # -- model --------------------------------------------------------------------------------------------

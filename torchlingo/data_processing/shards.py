@@ -15,6 +15,7 @@ through files.py's atomic writes. `ShardedDataset` reads them with the interface
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import json
 import logging
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .. import distributed
 from ..config import Config
 from ..errors import DataError, first_line
 from ..files import atomic_write, write_json
@@ -402,13 +404,35 @@ def _report(source: str, manifest: dict, checker: _LineChecker) -> None:
     )
 
 
+@contextlib.contextmanager
+def prepare_lock(directory: Path) -> Iterator[None]:
+    """Held while shards are checked and prepared: a second process preparing the same (shared) directory waits for
+    the first, then finds its shards fresh."""
+    import fcntl
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".prepare.lock", "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def open_or_prepare(config: Config, vocabs=None, directory: str | Path | None = None) -> ShardedDataset:
-    """The training data as shards: reused when they fit the corpus and config, else prepared (again)."""
+    """The training data as shards: reused when they fit the corpus and config, else prepared (again). Under
+    torchrun only rank 0 prepares; the other ranks come after it and find the shards fresh."""
     directory = Path(directory) if directory is not None else shard_dir(config)
-    why = stale_reason(directory, config, corpus_fingerprint(config), vocabs)
-    if why is not None:
-        log.info("preparing shards in %s (%s)", directory, why)
-        prepare_shards(config, directory, vocabs=vocabs)
-    else:
-        log.info("reusing the prepared shards in %s", directory)
+    fingerprints = corpus_fingerprint(config)
+    with prepare_lock(directory):
+        why = stale_reason(directory, config, fingerprints, vocabs)
+        if why is not None and not distributed.is_writer():
+            raise DataError(
+                f"{directory}: the prepared shards do not fit this run ({why}) on rank {distributed.rank()}"
+            )
+        if why is not None:
+            log.info("preparing shards in %s (%s)", directory, why)
+            prepare_shards(config, directory, vocabs=vocabs)
+        else:
+            log.info("reusing the prepared shards in %s", directory)
     return ShardedDataset(directory, config)
