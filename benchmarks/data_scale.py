@@ -23,7 +23,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "multi30k"
+# ../shared/data/multi30k beside the checkout (or beside the directory of worktrees holding it)
+_CANDIDATES = [base / "shared" / "data" / "multi30k" for base in (REPO.parent, REPO.parent.parent)]
+DEFAULT_DATA = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])
 TINY = {"tokenizer": "word", "d_model": 16, "n_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "d_ff": 32}
 
 
