@@ -136,7 +136,7 @@ def test_mkdocs_nav_pages_exist():
     nav = re.findall(r"^\s+- [^:]+: (\S+\.md)$", (REPO / "mkdocs.yml").read_text(), flags=re.M)
     pages = {p.relative_to(REPO / "docs").as_posix() for p in (REPO / "docs").rglob("*.md")}
     assert set(nav) == pages and len(nav) == len(set(nav))
-    assert {"reliability.md", "distributed.md", "api/config.md", "api/evaluation.md"} <= pages
+    assert {"reliability.md", "distributed.md", "large-corpora.md", "api/config.md", "api/evaluation.md"} <= pages
 
 
 def test_training_doc_excerpts_are_the_code():

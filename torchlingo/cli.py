@@ -1,6 +1,7 @@
 """The `torchlingo` command: train | translate | evaluate | average | export | download.
 
     torchlingo train CONFIG [--set KEY=VALUE ...] [--resume [--accept-data-change] | --overwrite]
+    torchlingo prepare CONFIG [--workers N] [--set KEY=VALUE ...] [--force]
     torchlingo translate --checkpoint PATH|RUN_DIR [--checkpoint PATH ...] [--input FILE] [--output FILE]
                          [--beam-size N] [--n-best N] [--scores] [--json] [--sampling topk|topp ...] [--prefix FILE]
     torchlingo evaluate --checkpoint PATH|RUN_DIR [--checkpoint PATH ...] [--src FILE] [--ref FILE] [--json]
@@ -62,6 +63,37 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+# -- prepare ------------------------------------------------------------------------------------------------
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Tokenize the training corpus into shards (see data_processing/shards.py); fresh shards are kept."""
+    from .config import Config
+    from .data_processing import shards
+    from .errors import ConfigError
+    from .rundir import RunLock
+
+    config = Config.from_yaml(args.config, args.set)
+    if not config.train_file:
+        raise ConfigError("train_file: must be set to prepare (a TSV file, or a prefix with src_lang/tgt_lang)")
+    directory = shards.shard_dir(config)
+    # Shards inside a run directory are written under its lock (a training run there may be reading them).
+    inside = directory.resolve().is_relative_to(config.run_dir.resolve())
+    lock = RunLock(config.run_dir).acquire() if inside else None
+    try:
+        fingerprints = shards.corpus_fingerprint(config)
+        with shards.prepare_lock(directory):
+            why = "--force" if args.force else shards.stale_reason(directory, config, fingerprints)
+            if why is None:
+                print(f"{directory}: the prepared shards are up to date")
+                return 0
+            manifest = shards.prepare_shards(config, directory, workers=args.workers)
+    finally:
+        if lock is not None:
+            lock.release()
+    skipped = sum(manifest["skipped"].values())
+    print(f"{directory}: {manifest['pairs']} pairs ({skipped} skipped), {manifest['dtype']} ids, prepared ({why})")
+    return 0
 
 
 # -- translate / evaluate -----------------------------------------------------------------------------------
@@ -338,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"torchlingo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
+    _add_prepare(sub)
     _add_translate(sub)
     _add_evaluate(sub)
     _add_average(sub)
@@ -370,6 +403,15 @@ def _add_train(sub) -> None:
         "(keeps the weights, restarts the checkpoint's epoch with the new data)",
     )
     p.set_defaults(func=cmd_train)
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="tokenize the training corpus into memory-mapped shards (for big corpora)")
+    p.add_argument("config", help="YAML config; data_dir says where the shards go (default: run directory's data/)")
+    p.add_argument("--workers", type=positive_int, default=None, help="encoding processes (default: prepare_workers)")
+    p.add_argument("--force", action="store_true", help="prepare again even when the shards are up to date")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.set_defaults(func=cmd_prepare)
 
 
 def _decoding_options(p: argparse.ArgumentParser, checkpoint_required: bool = True) -> None:

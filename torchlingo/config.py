@@ -90,6 +90,28 @@ class Config:
         "data", 0, "Token budget per batch (padded size of the longer side); 0 uses batch_size.", min=0
     )
     num_workers: int = _opt("data", 0, "DataLoader worker processes.", min=0)
+    prepared_data: str = _opt(
+        "data",
+        "off",
+        "Training data read from prepared shards (token ids memory-mapped from disk, for corpora bigger than "
+        "memory): auto prepares them when missing or stale and reuses them otherwise; off reads and tokenizes the "
+        "text in memory.",
+        choices=("off", "auto"),
+    )
+    data_dir: str | None = _opt(
+        "data",
+        None,
+        "Where prepared shards live (null: the run directory's data/); a shared directory serves several runs with "
+        "the same corpus and tokenizer settings.",
+    )
+    prepare_workers: int = _opt("data", 1, "Worker processes that encode the corpus when preparing shards.", min=1)
+    sp_sample_size: int = _opt(
+        "data",
+        2_000_000,
+        "SentencePiece trains on at most this many sentences (a random sample seeded by seed when the corpus "
+        "has more).",
+        min=1000,
+    )
 
     # -- model --------------------------------------------------------------------------------------------
     d_model: int = _opt("model", 256, "Width of embeddings and hidden states.", min=1)

@@ -35,6 +35,16 @@ def save_tokenizers(config: Config, run_dir: Path, train: NMTDataset):
     return train.src_vocab, train.tgt_vocab
 
 
+def load_train_data(config: Config, src_vocab=None, tgt_vocab=None):
+    """The training set: read into memory (`prepared_data: off`), or prepared shards, reused when they fit the
+    corpus and settings and prepared again otherwise (`auto`). The tokenizers are trained unless given."""
+    if config.prepared_data == "auto":
+        from .data_processing.shards import open_or_prepare
+
+        return open_or_prepare(config, None if src_vocab is None else (src_vocab, tgt_vocab))
+    return NMTDataset(config.train_file, src_vocab, tgt_vocab, config, max_len=config.train_max_len)
+
+
 def run_experiment(
     config: Config, resume: bool = False, overwrite: bool = False, accept_data_change: bool = False
 ) -> dict:
@@ -52,23 +62,30 @@ def run_experiment(
         return _run(config, config.run_dir, resume, accept_data_change)
 
 
-def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) -> dict:
-    # last.pt, or the newest readable checkpoint when last.pt is damaged (find_resumable says so).
-    env = environment.describe(config)
-    log.info("%s", environment.summary(env))
-    resume_from = find_resumable(run_dir / "checkpoints") if resume else None
-    state = load_checkpoint(resume_from) if resume_from is not None else None
+def _training_data(config: Config, run_dir: Path, state: dict | None, resume_from: Path | None):
+    """(training set, source vocabulary, target vocabulary): a resume's come from its checkpoint; a new run's rank 0
+    trains the tokenizer and saves it, and the other ranks read what it saved."""
     if state is not None:
         runinfo.check_config(config, state, resume_from)
         src_vocab, tgt_vocab = runinfo.resume_tokenizers(config, run_dir, state, resume_from)
-        train = NMTDataset(config.train_file, src_vocab, tgt_vocab, config, max_len=config.train_max_len)
+        train = load_train_data(config, src_vocab, tgt_vocab)
     elif distributed.is_writer():
         log.info("reading %s and training the %s tokenizer", config.train_file, config.tokenizer)
-        train = NMTDataset(config.train_file, config=config, max_len=config.train_max_len)
+        train = load_train_data(config)
         src_vocab, tgt_vocab = save_tokenizers(config, run_dir, train)
     else:  # another rank of a new run: the tokenizer rank 0 has just written
         src_vocab, tgt_vocab = (load_vocab(run_dir / name) for name in tokenizer_files(config))
-        train = NMTDataset(config.train_file, src_vocab, tgt_vocab, config, max_len=config.train_max_len)
+        train = load_train_data(config, src_vocab, tgt_vocab)
+    return train, src_vocab, tgt_vocab
+
+
+def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) -> dict:
+    env = environment.describe(config)
+    log.info("%s", environment.summary(env))
+    # last.pt, or the newest readable checkpoint when last.pt is damaged (find_resumable says so).
+    resume_from = find_resumable(run_dir / "checkpoints") if resume else None
+    state = load_checkpoint(resume_from) if resume_from is not None else None
+    train, src_vocab, tgt_vocab = _training_data(config, run_dir, state, resume_from)
     distributed.writer_ready()
     run_info = runinfo.build_run_info(config, train)
     restart_epoch = state is not None and runinfo.check_data(state, run_info, resume_from, accept_data_change)
@@ -77,10 +94,8 @@ def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) 
     # The test set is read now so that a bad test file stops the run before training, not after it.
     test = NMTDataset(config.test_file, src_vocab, tgt_vocab, config) if config.test_file else None
     if distributed.is_writer():
-        for held_out in (val, test):
-            if held_out is not None:
-                report_dataset(held_out)  # word vocabularies: how much of it is <unk>
-    if distributed.is_writer():
+        for held_out in (d for d in (val, test) if d is not None):
+            report_dataset(held_out)  # word vocabularies: how much of it is <unk>
         config.to_yaml(run_dir / "config.yaml")
     log.info(
         "data: %d training pairs, %s validation pairs; vocabularies %d (source), %d (target)",

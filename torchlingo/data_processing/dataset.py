@@ -5,7 +5,7 @@ from __future__ import annotations
 import array
 import collections
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -91,10 +91,11 @@ class _Pairs:
         self.lines.append(n)
 
 
-def read_tsv(path: Path, checker: _LineChecker) -> tuple[_Pairs, list[dict]]:
-    """Two tab-separated columns, no quote processing ("NA" and a leading `"` are ordinary text); header optional.
-    Returns the pairs and the file's fingerprint."""
-    pairs, reader = _Pairs(), LineReader(path)
+def iter_tsv(path: Path, checker: _LineChecker, fingerprints: list[dict]) -> Iterator[tuple[int, str, str]]:
+    """(line number, source, target) of each good pair of a two-column TSV, streamed; no quote processing ("NA" and
+    a leading `"` are ordinary text); header optional. At the end the file's fingerprint is appended to
+    `fingerprints`."""
+    reader = LineReader(path)
     for n, raw in enumerate(reader, start=1):
         where = f"{path}:{n}"
         line = checker.decode(raw, path, n)
@@ -113,14 +114,16 @@ def read_tsv(path: Path, checker: _LineChecker) -> tuple[_Pairs, list[dict]]:
         if not s or not t:
             checker.bad(where, f"empty {'source' if not s else 'target'}")
             continue
-        pairs.add(n, s, t)
+        yield n, s, t
     checker.check_encoding(reader)
-    return pairs, [reader.fingerprint()]
+    fingerprints.append(reader.fingerprint())
 
 
-def read_parallel(src_path: Path, tgt_path: Path, checker: _LineChecker) -> tuple[_Pairs, list[dict]]:
+def iter_parallel(
+    src_path: Path, tgt_path: Path, checker: _LineChecker, fingerprints: list[dict]
+) -> Iterator[tuple[int, str, str]]:
     """Two files with one sentence a line; line i of one translates line i of the other. Both are streamed."""
-    pairs, readers = _Pairs(), (LineReader(src_path), LineReader(tgt_path))
+    readers = (LineReader(src_path), LineReader(tgt_path))
     src_lines, tgt_lines = iter(readers[0]), iter(readers[1])
     for n, (rs, rt) in enumerate(zip(src_lines, tgt_lines), start=1):
         s = checker.decode(rs, src_path, n)
@@ -131,7 +134,7 @@ def read_parallel(src_path: Path, tgt_path: Path, checker: _LineChecker) -> tupl
         if not s or not t:
             checker.bad(f"{src_path if not s else tgt_path}:{n}", f"empty {'source' if not s else 'target'}")
             continue
-        pairs.add(n, s, t)
+        yield n, s, t
     for rest in (src_lines, tgt_lines):  # count the lines of the longer file
         for _ in rest:
             pass
@@ -142,7 +145,39 @@ def read_parallel(src_path: Path, tgt_path: Path, checker: _LineChecker) -> tupl
         )
     for reader in readers:
         checker.check_encoding(reader)
-    return pairs, [r.fingerprint() for r in readers]
+    fingerprints.extend(r.fingerprint() for r in readers)
+
+
+def iter_pairs(
+    resolved: Path | tuple[Path, Path], checker: _LineChecker, fingerprints: list[dict]
+) -> Iterator[tuple[int, str, str]]:
+    """The good pairs of a resolved data path (see `resolve_data_path`), streamed."""
+    if isinstance(resolved, tuple):
+        return iter_parallel(*resolved, checker, fingerprints)
+    return iter_tsv(resolved, checker, fingerprints)
+
+
+def describe_source(resolved: Path | tuple[Path, Path]) -> tuple[str, tuple[Path, Path]]:
+    """How errors name the data, and the file each side's line numbers refer to."""
+    if isinstance(resolved, tuple):
+        return f"{resolved[0]} + {resolved[1]}", resolved
+    return str(resolved), (resolved, resolved)
+
+
+def read_tsv(path: Path, checker: _LineChecker) -> tuple[_Pairs, list[dict]]:
+    """All good pairs of a TSV file in memory, and the file's fingerprint."""
+    pairs, fingerprints = _Pairs(), []
+    for n, s, t in iter_tsv(path, checker, fingerprints):
+        pairs.add(n, s, t)
+    return pairs, fingerprints
+
+
+def read_parallel(src_path: Path, tgt_path: Path, checker: _LineChecker) -> tuple[_Pairs, list[dict]]:
+    """All good pairs of two parallel files in memory, and both files' fingerprints."""
+    pairs, fingerprints = _Pairs(), []
+    for n, s, t in iter_parallel(src_path, tgt_path, checker, fingerprints):
+        pairs.add(n, s, t)
+    return pairs, fingerprints
 
 
 def build_vocabs(src_texts: list[str], tgt_texts: list[str], config: Config):
@@ -152,12 +187,13 @@ def build_vocabs(src_texts: list[str], tgt_texts: list[str], config: Config):
             Vocab.build(src_texts, config.min_freq, config.max_vocab_size),
             Vocab.build(tgt_texts, config.min_freq, config.max_vocab_size),
         )
+    sample = {"input_sentence_size": config.sp_sample_size}
     if config.joint_vocab:
-        sp = SentencePieceVocab.train(src_texts + tgt_texts, config.vocab_size, config.sp_model_type)
+        sp = SentencePieceVocab.train(src_texts + tgt_texts, config.vocab_size, config.sp_model_type, **sample)
         return sp, sp
     return (
-        SentencePieceVocab.train(src_texts, config.vocab_size, config.sp_model_type),
-        SentencePieceVocab.train(tgt_texts, config.vocab_size, config.sp_model_type),
+        SentencePieceVocab.train(src_texts, config.vocab_size, config.sp_model_type, **sample),
+        SentencePieceVocab.train(tgt_texts, config.vocab_size, config.sp_model_type, **sample),
     )
 
 
@@ -197,14 +233,10 @@ class NMTDataset(Dataset):
         self.config = config = config or Config()
         resolved = resolve_data_path(path, config.src_lang, config.tgt_lang)
         checker = _LineChecker(bad_lines or config.bad_lines)
-        if isinstance(resolved, tuple):
-            pairs, self.fingerprint = read_parallel(*resolved, checker)
-            self.source = f"{resolved[0]} + {resolved[1]}"
-            files = resolved
-        else:
-            pairs, self.fingerprint = read_tsv(resolved, checker)
-            self.source = str(resolved)
-            files = (resolved, resolved)
+        pairs, self.fingerprint = _Pairs(), []
+        for n, s, t in iter_pairs(resolved, checker, self.fingerprint):
+            pairs.add(n, s, t)
+        self.source, files = describe_source(resolved)
         if not pairs.src:
             dropped = f"; all {sum(checker.skipped.values())} lines were skipped as bad" if checker.skipped else ""
             raise DataError(f"{self.source}: no sentence pairs found{dropped}")

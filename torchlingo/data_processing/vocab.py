@@ -68,7 +68,13 @@ class Vocab(_Specials):
     @classmethod
     def build(cls, texts: Iterable[str], min_freq: int = 1, max_size: int | None = None) -> Vocab:
         """Count words; keep those seen `min_freq` times, most frequent first (ties alphabetical), up to `max_size`."""
-        counts = collections.Counter(t for text in texts for t in word_tokenize(text))
+        return cls.from_counts(
+            collections.Counter(t for text in texts for t in word_tokenize(text)), min_freq, max_size
+        )
+
+    @classmethod
+    def from_counts(cls, counts: collections.Counter, min_freq: int = 1, max_size: int | None = None) -> Vocab:
+        """`build` from word counts already made (a corpus counted as it streams by)."""
         words = sorted(
             (w for w, c in counts.items() if c >= min_freq and w not in SPECIALS), key=lambda w: (-counts[w], w)
         )
@@ -131,9 +137,15 @@ class SentencePieceVocab(_Specials):
 
     @classmethod
     def train(
-        cls, texts: Iterable[str], vocab_size: int = 8000, model_type: str = "unigram", character_coverage: float = 1.0
+        cls,
+        texts: Iterable[str],
+        vocab_size: int = 8000,
+        model_type: str = "unigram",
+        character_coverage: float = 1.0,
+        input_sentence_size: int = 2_000_000,
     ) -> SentencePieceVocab:
-        """Train on sentences in memory; on a small corpus the vocabulary may come out smaller than `vocab_size`."""
+        """Train on sentences in memory; on a small corpus the vocabulary may come out smaller than `vocab_size`.
+        SentencePiece trains on a random `input_sentence_size` of them when given more."""
         import sentencepiece as spm
 
         model = io.BytesIO()
@@ -149,7 +161,7 @@ class SentencePieceVocab(_Specials):
                 unk_id=UNK_IDX,
                 bos_id=BOS_IDX,
                 eos_id=EOS_IDX,
-                input_sentence_size=2_000_000,
+                input_sentence_size=input_sentence_size,
                 shuffle_input_sentence=True,
                 num_threads=2,
                 minloglevel=2,

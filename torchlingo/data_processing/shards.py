@@ -1,0 +1,438 @@
+"""Prepared shards: a training corpus tokenized once and kept on disk, memory-mapped, for corpora bigger than memory.
+
+A shard directory holds, per side, `src.bin` / `tgt.bin` (every sentence's token ids one after another, uint16
+when the vocabulary fits in 16 bits, else int32), `src.off.npy` (int64 offsets of each sentence, one more than
+there are sentences, memory-mapped too) and `src.len.npy` (int32 token counts, the one array per side that is read
+into memory, for the batch sampler); the tokenizer files; and `manifest.json`, written last: the corpus fingerprint
+(as textfile.py makes it), the settings that decide the ids (tokenizer, max_len, ...), the tokenizer hashes, and
+the counts of kept and skipped pairs by reason.
+
+`prepare_shards` streams the corpus twice: once to train the tokenizer (word counts, or a bounded seeded sample for
+SentencePiece), once to encode it in chunks, in worker processes, appending to the `.bin` files. Every file goes
+through files.py's atomic writes. `ShardedDataset` reads them with the interface of NMTDataset that training uses.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import json
+import logging
+import multiprocessing
+import random
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .. import distributed
+from ..config import Config
+from ..errors import DataError, first_line
+from ..files import atomic_write, write_json
+from ..rundir import tokenizer_files
+from .dataset import _first, _LineChecker, describe_source, iter_pairs, resolve_data_path
+from .textfile import LineReader
+from .vocab import SentencePieceVocab, Vocab, load_vocab, vocab_from_state, vocab_hash, word_tokenize
+
+log = logging.getLogger("torchlingo")
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SIDES = ("src", "tgt")
+CHUNK_PAIRS = 20_000  # pairs a worker encodes at a time
+# Config keys that decide the token ids of a corpus (with the corpus itself): a change makes the shards stale.
+TOKENIZER_KEYS = ("tokenizer", "sp_model_type", "vocab_size", "joint_vocab", "min_freq", "max_vocab_size")
+ENCODING_KEYS = ("bad_lines", "max_positions")
+
+
+def shard_dir(config: Config) -> Path:
+    """Where the training data's shards live: `data_dir`, or the run directory's data/."""
+    return Path(config.data_dir) if config.data_dir else config.run_dir / "data"
+
+
+def corpus_fingerprint(config: Config) -> list[dict]:
+    """The training files' fingerprints (name, bytes, lines, SHA-256), read through once without decoding."""
+    resolved = resolve_data_path(config.train_file, config.src_lang, config.tgt_lang)
+    fingerprints = []
+    for path in resolved if isinstance(resolved, tuple) else (resolved,):
+        reader = LineReader(path)
+        for _ in reader:
+            pass
+        fingerprints.append(reader.fingerprint())
+    return fingerprints
+
+
+def _content(entry: dict) -> tuple:
+    return entry.get("bytes"), entry.get("lines"), entry.get("sha256")
+
+
+def shard_settings(config: Config) -> dict:
+    """What decides the ids besides the corpus (the tokenizer's training only matters when it is trained here)."""
+    settings = {key: getattr(config, key) for key in TOKENIZER_KEYS + ENCODING_KEYS}
+    settings["max_len"] = config.train_max_len
+    settings["sp_sample_size"] = config.sp_sample_size if config.tokenizer == "sentencepiece" else None
+    return settings
+
+
+# -- reading -------------------------------------------------------------------------------------------------
+def read_manifest(directory: Path) -> dict:
+    """The manifest of a shard directory; a missing, unreadable or malformed one is a one-line DataError."""
+    path = directory / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no prepared shards here; run torchlingo prepare CONFIG") from None
+    except (OSError, ValueError) as e:
+        raise DataError(
+            f"{path}: not a readable shard manifest ({first_line(e)}); delete {directory} and prepare it again"
+        ) from None
+    needed = ("format", "pairs", "dtype", "corpus", "settings", "tokenizers", "tokens")
+    if not isinstance(manifest, dict) or any(k not in manifest for k in needed):
+        raise DataError(f"{path}: not a shard manifest (missing keys); delete {directory} and prepare it again")
+    if manifest["format"] != FORMAT_VERSION:
+        raise DataError(
+            f"{path}: shard format {manifest['format']!r}, this torchlingo reads {FORMAT_VERSION}; prepare it again"
+        )
+    if manifest["dtype"] not in ("uint16", "int32"):
+        raise DataError(f"{path}: unknown dtype {manifest['dtype']!r}; delete {directory} and prepare it again")
+    return manifest
+
+
+def stale_reason(directory: Path, config: Config, fingerprints: list[dict], vocabs=None) -> str | None:
+    """Why the shards in `directory` do not fit this corpus and config (None: they do). `vocabs` (a resume's
+    tokenizers) must be the ones the shards were encoded with."""
+    if not (directory / MANIFEST).is_file():
+        return "no shards yet"
+    manifest = read_manifest(directory)
+    if [_content(f) for f in manifest["corpus"]] != [_content(f) for f in fingerprints]:
+        return "the corpus changed"
+    settings = shard_settings(config)
+    if vocabs is not None:  # the tokenizer is given: only the settings that decide which pairs are kept count
+        settings = {k: v for k, v in settings.items() if k in ENCODING_KEYS + ("max_len",)}
+        if manifest["tokenizers"] != {"src": vocab_hash(vocabs[0]), "tgt": vocab_hash(vocabs[1])}:
+            return "other tokenizers"
+    elif manifest.get("sample_seed") not in (None, config.seed):
+        return f"the tokenizer sample was drawn with seed {manifest['sample_seed']}"
+    changed = [k for k, v in settings.items() if manifest["settings"].get(k) != v]
+    return f"changed settings: {', '.join(changed)}" if changed else None
+
+
+class _Side:
+    """One side's ids: the `.bin` memory-mapped (opened on first use, again in each DataLoader worker), the
+    offsets memory-mapped, the lengths in memory."""
+
+    def __init__(self, directory: Path, side: str, manifest: dict):
+        self.bin, self.dtype = directory / f"{side}.bin", np.dtype(manifest["dtype"])
+        n, tokens = int(manifest["pairs"]), int(manifest["tokens"][side])
+        self.lengths = _load_index(directory / f"{side}.len.npy", n, np.int32, mmap=False)
+        self.offsets = _load_index(directory / f"{side}.off.npy", n + 1, np.int64, mmap=True)
+        size = _size(self.bin)
+        if size != tokens * self.dtype.itemsize or int(self.offsets[-1]) != tokens or int(self.offsets[0]) != 0:
+            raise DataError(
+                f"{self.bin}: {size} bytes, but the index says {int(self.offsets[-1])} and the manifest {tokens} "
+                f"{self.dtype} ids ({tokens * self.dtype.itemsize} bytes): truncated or corrupt; delete "
+                f"{directory} and prepare it again"
+            )
+        for start in range(0, n, 1 << 20):  # offsets and lengths must agree (in chunks: bounded memory)
+            stop = min(n, start + (1 << 20))
+            if not np.array_equal(np.diff(self.offsets[start : stop + 1]), self.lengths[start:stop]):
+                raise DataError(
+                    f"{directory / (side + '.off.npy')}: offsets do not match {side}.len.npy; delete {directory} "
+                    "and prepare it again"
+                )
+        self.ids = None
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if self.ids is None:
+            self.ids = np.memmap(self.bin, dtype=self.dtype, mode="r") if _size(self.bin) else np.zeros(0, self.dtype)
+        return torch.from_numpy(self.ids[int(self.offsets[i]) : int(self.offsets[i + 1])].astype(np.int64))
+
+    def __getstate__(self) -> dict:  # a DataLoader worker maps the file itself rather than being sent its bytes
+        return {**self.__dict__, "ids": None}
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError as e:
+        raise DataError(f"{path}: cannot read shard ({e.strerror}); prepare it again") from None
+
+
+def _load_index(path: Path, n: int, dtype, mmap: bool) -> np.ndarray:
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: not a readable shard index ({first_line(e)}); prepare it again") from None
+    if array.shape != (n,) or array.dtype != dtype:
+        raise DataError(
+            f"{path}: holds {array.shape} {array.dtype}, expected ({n},) {np.dtype(dtype)}: truncated or corrupt; "
+            "prepare it again"
+        )
+    return array
+
+
+class ShardedDataset(Dataset):
+    """Prepared shards as (src_ids, tgt_ids) LongTensors without BOS/EOS, like NMTDataset, read from memory-mapped
+    files: only `src_lengths` and `tgt_lengths` (numpy arrays) are in memory. `fingerprint`, `skipped` and the
+    vocabularies are the manifest's and the directory's."""
+
+    def __init__(self, directory: str | Path, config: Config | None = None):
+        self.directory = directory = Path(directory)
+        self.config = config or Config()
+        self.manifest = manifest = read_manifest(directory)
+        self.fingerprint, self.skipped = manifest["corpus"], manifest.get("skipped", {})
+        self.source = manifest.get("source", str(directory))
+        self.src_vocab, self.tgt_vocab = (
+            _load_tokenizer(directory / name, manifest["tokenizers"][side])
+            for side, name in zip(SIDES, manifest["tokenizer_files"])
+        )
+        self._src, self._tgt = (_Side(directory, side, manifest) for side in SIDES)
+
+    def __len__(self) -> int:
+        return len(self._src.lengths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._src[i], self._tgt[i]
+
+    @property
+    def src_lengths(self) -> np.ndarray:
+        return self._src.lengths
+
+    @property
+    def tgt_lengths(self) -> np.ndarray:
+        return self._tgt.lengths
+
+
+def _load_tokenizer(path: Path, expected: str):
+    vocab = load_vocab(path)
+    if vocab_hash(vocab) != expected:
+        raise DataError(f"{path}: not the tokenizer these shards were encoded with; prepare them again")
+    return vocab
+
+
+# -- writing -------------------------------------------------------------------------------------------------
+def train_tokenizers(config: Config, resolved) -> tuple:
+    """Pass 1: the vocabularies from the streamed corpus: word counts, or SentencePiece trained on at most
+    `sp_sample_size` sentences (all of them, in order, when the corpus has no more: then the model is the one
+    NMTDataset trains). Returns (src_vocab, tgt_vocab, whether a sample was drawn)."""
+    pairs = iter_pairs(resolved, _LineChecker(config.bad_lines), [])
+    if config.tokenizer == "word":
+        counts = collections.Counter(), collections.Counter()
+        for _, s, t in pairs:
+            counts[0].update(word_tokenize(s))
+            counts[1].update(word_tokenize(t))
+        if not counts[0]:
+            raise DataError(f"{describe_source(resolved)[0]}: no sentence pairs found")
+        return (*(Vocab.from_counts(c, config.min_freq, config.max_vocab_size) for c in counts), False)
+    k = max(1, config.sp_sample_size // 2) if config.joint_vocab else config.sp_sample_size
+    sample, rng, seen = [], random.Random(config.seed), 0
+    for seen, (_, s, t) in enumerate(pairs, start=1):  # reservoir sampling (Algorithm R): k pairs, uniformly
+        if len(sample) < k:
+            sample.append((s, t))
+        elif (j := rng.randrange(seen)) < k:
+            sample[j] = (s, t)
+    if not sample:
+        raise DataError(f"{describe_source(resolved)[0]}: no sentence pairs found")
+    src, tgt = [s for s, _ in sample], [t for _, t in sample]
+    del sample
+    size = {"input_sentence_size": config.sp_sample_size}
+    if config.joint_vocab:
+        sp = SentencePieceVocab.train(src + tgt, config.vocab_size, config.sp_model_type, **size)
+        return sp, sp, seen > k
+    train = SentencePieceVocab.train
+    return (
+        train(src, config.vocab_size, config.sp_model_type, **size),
+        train(tgt, config.vocab_size, config.sp_model_type, **size),
+        seen > k,
+    )
+
+
+def _chunks(pairs: Iterator[tuple[int, str, str]]) -> Iterator[tuple[np.ndarray, list[str], list[str]]]:
+    while True:
+        chunk = list(itertools.islice(pairs, CHUNK_PAIRS))
+        if not chunk:
+            return
+        yield np.array([n for n, _, _ in chunk], dtype=np.int64), [s for _, s, _ in chunk], [t for _, _, t in chunk]
+
+
+_VOCABS: tuple = ()  # a worker's vocabularies, set by _init_worker
+
+
+def _init_worker(states: tuple[dict, dict]) -> None:
+    global _VOCABS
+    _VOCABS = tuple(vocab_from_state(s) for s in states)
+
+
+def _encode_chunk(chunk) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """A chunk's line numbers and, per side, (flat int32 ids, lengths)."""
+    lines, *texts = chunk
+    out = []
+    for vocab, side in zip(_VOCABS, texts):
+        ids = vocab.encode_many(side)
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        out.append((np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum())), lengths))
+    return lines, out
+
+
+class _Writer:
+    """Appends the kept pairs of each encoded chunk to the `.bin` files; keeps the lengths for the index."""
+
+    def __init__(self, files, dtype: np.dtype, config: Config, checker: _LineChecker, sides: tuple[Path, Path]):
+        self.files, self.dtype, self.config, self.checker, self.sides = files, dtype, config, checker, sides
+        self.lengths: tuple[list, list] = ([], [])
+        self.total = self.too_long = 0
+
+    def add(self, lines: np.ndarray, encoded) -> None:
+        (src, src_len), (tgt, tgt_len) = encoded
+        max_len, limit = self.config.train_max_len, self.config.max_positions - 2
+        too_long = (src_len > max_len) | (tgt_len > max_len)
+        over = ~too_long & ((src_len > limit) | (tgt_len > limit))
+        for i in np.flatnonzero(over):  # what NMTDataset calls a bad line (only when max_len > what the model takes)
+            side = 0 if src_len[i] > limit else 1
+            n = (src_len, tgt_len)[side][i]
+            self.checker.bad(
+                f"{self.sides[side]}:{lines[i]}",
+                "longer than the model takes",
+                f"{('source', 'target')[side]} of {n} tokens, more than the model's max_positions="
+                f"{self.config.max_positions} allows ({limit} plus <s> and </s>)",
+            )
+        keep = ~(too_long | over)
+        self.total += len(lines)
+        self.too_long += int(too_long.sum())
+        for f, ids, lengths, out in zip(self.files, (src, tgt), (src_len, tgt_len), self.lengths):
+            f.write(ids[np.repeat(keep, lengths)].astype(self.dtype).tobytes())
+            out.append(lengths[keep].astype(np.int32))
+
+
+def prepare_shards(config: Config, directory: str | Path | None = None, workers: int | None = None, vocabs=None):
+    """Tokenize `config.train_file` into shards in `directory` (default `shard_dir(config)`) with `workers`
+    processes (default `config.prepare_workers`); the tokenizers are trained here unless `vocabs` gives them.
+    Keeps and skips the same pairs as NMTDataset(train_file, max_len=config.train_max_len). Returns the manifest."""
+    directory = Path(directory) if directory is not None else shard_dir(config)
+    resolved = resolve_data_path(config.train_file, config.src_lang, config.tgt_lang)
+    source, sides = describe_source(resolved)
+    sampled = False
+    if vocabs is None:
+        log.info("%s: training the %s tokenizer", source, config.tokenizer)
+        *vocabs, sampled = train_tokenizers(config, resolved)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MANIFEST).unlink(missing_ok=True)  # the shards are incomplete until the new manifest is written
+    names = tokenizer_files(config)
+    for vocab, name in zip(vocabs, names):
+        vocab.save(directory / name)
+    dtype = np.dtype(np.uint16 if max(len(v) for v in vocabs) <= 1 << 16 else np.int32)
+    checker, fingerprints = _LineChecker(config.bad_lines), []
+    writer = _encode_all(config, directory, resolved, vocabs, dtype, checker, fingerprints, sides, workers)
+    lengths = [np.concatenate(out) if out else np.zeros(0, np.int32) for out in writer.lengths]
+    _check_kept(source, writer, len(lengths[0]), config)
+    if writer.too_long:
+        checker.skipped[f"longer than max_len={config.train_max_len} tokens"] += writer.too_long
+    for side, n in zip(SIDES, lengths):
+        _save_npy(directory / f"{side}.len.npy", n)
+        offsets = np.zeros(len(n) + 1, dtype=np.int64)
+        np.cumsum(n, out=offsets[1:])
+        _save_npy(directory / f"{side}.off.npy", offsets)
+    manifest = {
+        "format": FORMAT_VERSION,
+        "source": source,
+        "corpus": fingerprints,
+        "settings": shard_settings(config),
+        "sample_seed": config.seed if sampled else None,
+        "tokenizers": {"src": vocab_hash(vocabs[0]), "tgt": vocab_hash(vocabs[1])},
+        "tokenizer_files": list(names),
+        "dtype": dtype.name,
+        "pairs": len(lengths[0]),
+        "read_pairs": writer.total,
+        "tokens": {side: int(n.sum()) for side, n in zip(SIDES, lengths)},
+        "skipped": dict(checker.skipped),
+    }
+    write_json(directory / MANIFEST, manifest)
+    _report(source, manifest, checker)
+    return manifest
+
+
+def _encode_all(config, directory, resolved, vocabs, dtype, checker, fingerprints, sides, workers) -> _Writer:
+    """Pass 2: encode the streamed corpus chunk by chunk (in worker processes when more than one) into the .bin
+    files."""
+    workers = workers or config.prepare_workers
+    chunks = _chunks(iter_pairs(resolved, checker, fingerprints))
+    states = tuple(v.to_state() for v in vocabs)
+    with atomic_write(directory / "src.bin") as src_file, atomic_write(directory / "tgt.bin") as tgt_file:
+        writer = _Writer((src_file, tgt_file), dtype, config, checker, sides)
+        if workers <= 1:
+            _init_worker(states)
+            for chunk in chunks:
+                writer.add(*_encode_chunk(chunk))
+            return writer
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        with multiprocessing.get_context(method).Pool(workers, _init_worker, (states,)) as pool:
+            for lines, encoded in pool.imap(_encode_chunk, chunks):
+                writer.add(lines, encoded)
+    return writer
+
+
+def _check_kept(source: str, writer: _Writer, kept: int, config: Config) -> None:
+    if writer.total == 0:
+        raise DataError(f"{source}: no sentence pairs found")
+    if writer.too_long == writer.total:
+        raise DataError(
+            f"{source}: every pair has a side longer than max_len={config.train_max_len} tokens; raise max_len"
+        )
+    if kept == 0:
+        raise DataError(f"{source}: no sentence pairs left; all were skipped as too long for the model")
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_write(path) as f:
+        np.save(f, array, allow_pickle=False)
+
+
+def _report(source: str, manifest: dict, checker: _LineChecker) -> None:
+    skipped = manifest["skipped"]
+    if skipped:
+        reasons = ", ".join(f"{n} {why}{_first(checker, why)}" for why, n in skipped.items())
+        log.warning("%s: kept %d pairs, skipped %d (%s)", source, manifest["pairs"], sum(skipped.values()), reasons)
+    log.info(
+        "%s: %d pairs prepared (%s)",
+        source,
+        manifest["pairs"],
+        ", ".join(f"{n} {s} tokens" for s, n in manifest["tokens"].items()),
+    )
+
+
+@contextlib.contextmanager
+def prepare_lock(directory: Path) -> Iterator[None]:
+    """Held while shards are checked and prepared: a second process preparing the same (shared) directory waits for
+    the first, then finds its shards fresh."""
+    import fcntl
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".prepare.lock", "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def open_or_prepare(config: Config, vocabs=None, directory: str | Path | None = None) -> ShardedDataset:
+    """The training data as shards: reused when they fit the corpus and config, else prepared (again). Under
+    torchrun only rank 0 prepares; the other ranks come after it and find the shards fresh."""
+    directory = Path(directory) if directory is not None else shard_dir(config)
+    fingerprints = corpus_fingerprint(config)
+    with prepare_lock(directory):
+        why = stale_reason(directory, config, fingerprints, vocabs)
+        if why is not None and not distributed.is_writer():
+            raise DataError(
+                f"{directory}: the prepared shards do not fit this run ({why}) on rank {distributed.rank()}"
+            )
+        if why is not None:
+            log.info("preparing shards in %s (%s)", directory, why)
+            prepare_shards(config, directory, vocabs=vocabs)
+        else:
+            log.info("reusing the prepared shards in %s", directory)
+    return ShardedDataset(directory, config)
