@@ -64,26 +64,10 @@ def load(spec: dict):
     return config, NMTDataset(Path(spec["data"]) / "train", vocab, vocab, config, max_len=config.max_len)
 
 
-class Timed:
-    """The training loader, noting the time when batch `warmup` is drawn (train_model sees the loader through it)."""
-
-    def __init__(self, loader, warmup: int):
-        self.loader, self.warmup, self.start = loader, warmup, None
-        self.batch_sampler, self.dataset = loader.batch_sampler, loader.dataset
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        for i, batch in enumerate(self.loader):
-            if i == self.warmup:
-                self.start = time.perf_counter()
-            yield batch
-
-
 def worker(spec: dict) -> dict:
     """One process of a row (under torchrun: one rank): seconds of the timed steps and their target tokens."""
     import torch
+    from train_speed import Timed  # the loader that starts the clock after the warm-up batches
 
     from torchlingo import distributed
     from torchlingo.data_processing import make_loader

@@ -134,7 +134,7 @@ def run_torchlingo(
     )
     vocab = len(loader.dataset.tgt_vocab)
     model = SimpleTransformer(vocab, vocab, config)
-    timed = _Timed(loader, warmup)
+    timed = Timed(loader, warmup)
     train_model(model, timed, None, config)
     return time.perf_counter() - timed.start
 
@@ -189,7 +189,7 @@ def run_reference(config, loader, warmup: int, steps: int, amp: str) -> float:
     criterion = nn.CrossEntropyLoss(ignore_index=pad, label_smoothing=0.1)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, betas=(0.9, 0.98), eps=1e-9)
     model.train()
-    timed = _Timed(loader, warmup)
+    timed = Timed(loader, warmup)
     for i, (src, tgt) in enumerate(timed):
         if i == warmup + steps:
             break
@@ -203,7 +203,7 @@ def run_reference(config, loader, warmup: int, steps: int, amp: str) -> float:
     return time.perf_counter() - timed.start
 
 
-class _Timed:
+class Timed:
     """A loader that notes the time when batch `warmup` is drawn (what train_model needs of a loader passes through)."""
 
     def __init__(self, loader, warmup: int):
