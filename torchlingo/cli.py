@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import AMP_MODES
+from .config import AMP_MODES, QUANTIZE_MODES
 from .errors import DataError, TorchlingoError, TrainingInterrupted, first_line
 from .files import write_text
 from .inputs import SOURCE, TARGET, checkpoint_path, column, looks_like_tsv, run_test_set
@@ -108,6 +108,7 @@ def _translator(args: argparse.Namespace):
             ("decode_parallel_batches", args.parallel_batches),
             ("device", args.device),
             ("amp", args.amp),
+            ("quantize", args.quantize),
         )
         if v is not None
     }
@@ -435,6 +436,11 @@ def _decoding_options(p: argparse.ArgumentParser, checkpoint_required: bool = Tr
         "--amp",
         choices=AMP_MODES,
         help="decoding precision (none is fp32); default: the run's amp (auto: bf16 where it runs fast)",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=QUANTIZE_MODES,
+        help="CPU: int8 decodes with int8 linear layers (dynamic quantization; the rest in fp32); default: none",
     )
 
 

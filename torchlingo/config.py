@@ -25,6 +25,7 @@ from .rundir import check_run_name
 GROUPS = ("data", "model", "training", "decoding", "logging")
 SCHEDULERS = ("cosine", "plateau", "transformer", "noam", "none")
 AMP_MODES = ("auto", "none", "bf16", "fp16")
+QUANTIZE_MODES = ("none", "int8")
 
 
 def _opt(
@@ -219,6 +220,14 @@ class Config:
         min=0,
     )
     decode_max_tokens: int = _opt("decoding", 4000, "Source-token budget per decoding batch.", min=1)
+    quantize: str = _opt(
+        "decoding",
+        "none",
+        "CPU decoding: int8 stores the weights of the linear layers in int8 (PyTorch's dynamic quantization: each "
+        "layer quantizes its input on the fly and returns fp32), the rest of the model in fp32 whatever amp says; "
+        "none decodes in amp's precision.",
+        choices=QUANTIZE_MODES,
+    )
     decode_parallel_batches: int | None = _opt(
         "decoding",
         None,

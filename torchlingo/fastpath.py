@@ -6,6 +6,7 @@
   38% of a step; the projections stay bf16).
 - `PackedLinear` / `pack_linears_`: bf16 linear weights reordered for oneDNN once, for decoding (1.2-1.7x per call
   at decoding shapes, bitwise-equal outputs).
+- `quantize_linears_`: int8 linear layers for CPU decoding (`quantize: int8`), PyTorch's dynamic quantization.
 - `keep_freed_memory`: glibc keeps freed blocks for reuse instead of page-faulting fresh ones every step (the
   vocabulary softmax was 3x slower without it).
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import warnings
 
 import torch
 import torch.nn as nn
@@ -106,3 +108,32 @@ def pack_linears_(model: nn.Module) -> nn.Module:
             if isinstance(child, nn.Linear) and child.weight.dtype == torch.bfloat16:
                 setattr(module, name, PackedLinear(child))
     return model
+
+
+def quantized_engines() -> list[str]:
+    """The quantized CPU backends this PyTorch has (x86, fbgemm, onednn, qnnpack); empty where it has none."""
+    return [e for e in torch.backends.quantized.supported_engines if e != "none"]
+
+
+def quantize_linears_(model: nn.Module) -> nn.Module:
+    """Replace every fp32 `nn.Linear` of `model` (on CPU) by PyTorch's int8 dynamic-quantized linear, in place.
+
+    The weights are int8 per tensor; each call quantizes its input on the fly and returns fp32. A tied output
+    projection gets its own int8 copy (the embedding stays fp32). Raises a ConfigError where this PyTorch has no
+    quantized CPU kernels (torch.backends.quantized.engine)."""
+    from .errors import ConfigError
+
+    engines = quantized_engines()
+    if not engines:
+        raise ConfigError("quantize: int8 needs PyTorch's quantized CPU ops, which this build lacks; use none")
+    if torch.backends.quantized.engine == "none":
+        torch.backends.quantized.engine = engines[0]
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; the built-in still works
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def is_quantized_linear(module: nn.Module) -> bool:
+    """True for the int8 linear layers `quantize_linears_` makes."""
+    return isinstance(module, torch.ao.nn.quantized.dynamic.Linear)

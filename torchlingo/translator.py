@@ -45,6 +45,7 @@ class DecodingSettings:
     max_len_b: int = _config_key("max_len_b")
     decode_max_tokens: int = _config_key("decode_max_tokens")
     amp: str = _config_key("amp")
+    quantize: str = _config_key("quantize")
     decode_parallel_batches: int | None = _config_key("decode_parallel_batches")
 
     def __post_init__(self) -> None:
@@ -64,7 +65,8 @@ class Translator:
 
     `settings` (default: `DecodingSettings()`) with `overrides` (its fields, e.g. `beam_size=1`) say how to decode.
     On CPU it decodes `decode_parallel_batches` batches at once, and in bf16 with a copy of the model whose linear
-    layers are prepacked (`fastpath.py`); the model passed in is left as it is.
+    layers are prepacked (`fastpath.py`), or with `quantize: int8` a copy whose linear layers are int8; the model
+    passed in is left as it is.
     """
 
     def __init__(
@@ -86,10 +88,11 @@ class Translator:
 
         self.settings = dataclasses.replace(settings or DecodingSettings(), **overrides)
         self.device = resolve_device(str(device))
+        s = self.settings
         if isinstance(model, Ensemble):  # each member in the decoding precision
-            self.model = Ensemble([_decoding_model(m, self.device, self.settings.amp) for m in model.models])
+            self.model = Ensemble([_decoding_model(m, self.device, s.amp, s.quantize) for m in model.models])
         else:
-            self.model = _decoding_model(model, self.device, self.settings.amp)
+            self.model = _decoding_model(model, self.device, s.amp, s.quantize)
         if self.device.type == "cpu":
             keep_freed_memory()  # the growing KV caches are reused memory, not fresh pages at every step
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
@@ -262,13 +265,16 @@ def _check_same_vocabs(first, vocabs, path, other) -> None:
             )
 
 
-def _decoding_model(model, device: torch.device, amp: str):
+def _decoding_model(model, device: torch.device, amp: str, quantize: str = "none"):
     """The model to decode with, in eval mode on `device`: a copy in the decoding precision where that is not the
-    model's, with prepacked linear layers for bf16 on CPU; `model` itself only moves to `device`."""
+    model's, with prepacked linear layers for bf16 on CPU, or int8 ones (`quantize`); `model` itself only moves to
+    `device`."""
     from .fastpath import can_pack, pack_linears_
     from .runtime import resolve_amp_dtype
 
     out = model.to(device).eval()
+    if quantize == "int8":
+        return _int8_model(out, device)
     # Precision as in training (amp: auto is bf16 where the hardware runs it fast): an fp32 model decodes as a copy
     # in that dtype, not under autocast, which would cast every weight again at every step.
     dtype = resolve_amp_dtype(amp, device)
@@ -279,6 +285,16 @@ def _decoding_model(model, device: torch.device, amp: str):
             out = copy.deepcopy(model)
         pack_linears_(out)
     return out
+
+
+def _int8_model(model, device: torch.device):
+    """A copy of `model` in fp32 whose linear layers are int8 (CPU only: PyTorch's dynamic quantization)."""
+    from .errors import ConfigError
+    from .fastpath import quantize_linears_
+
+    if device.type != "cpu":
+        raise ConfigError(f"quantize: int8 decodes on CPU only (this translator is on {device.type}); use none")
+    return quantize_linears_(copy.deepcopy(model).float())
 
 
 def _split_long_sources(src_ids: Sequence[Sequence[int]], limit: int) -> tuple[list[list[int]], list[tuple[int, int]]]:
