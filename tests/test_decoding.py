@@ -164,6 +164,15 @@ def test_translator_restores_input_order_and_batches_by_budget(beam):
     assert translator.translate([]) == []
 
 
+def test_decode_max_sentences_caps_the_batches_besides_the_token_budget():
+    lengths = [3] * 200  # 1000 tokens with <s> </s>: one batch within the 4000-token budget
+    assert [len(g) for g in toy_translator(3)[0].batches(lengths)] == [200]
+    assert [len(g) for g in toy_translator(3, decode_max_sentences=64)[0].batches(lengths)] == [64, 64, 64, 8]
+    assert [len(g) for g in toy_translator(1, decode_max_sentences=150)[0].batches(lengths)] == [150, 50]
+    keyword_wins = toy_translator(1, decode_max_sentences=150, max_sentences=90)[0]  # Translator(max_sentences=)
+    assert [len(g) for g in keyword_wins.batches(lengths)] == [90, 90, 20]
+
+
 def test_translator_nbest_and_from_checkpoint(tmp_path):
     translator, texts = toy_translator(3, n_best=3)
     nbest = translator.translate_nbest(texts[:2])

@@ -105,6 +105,7 @@ def _translator(args: argparse.Namespace):
         for k, v in (
             ("beam_size", args.beam_size),
             ("decode_max_tokens", args.max_tokens),
+            ("decode_max_sentences", args.max_sentences),
             ("decode_parallel_batches", args.parallel_batches),
             ("device", args.device),
             ("amp", args.amp),
@@ -426,6 +427,12 @@ def _decoding_options(p: argparse.ArgumentParser, checkpoint_required: bool = Tr
     )
     p.add_argument("--beam-size", type=positive_int, help="beam width (1 is greedy); default: the run's beam_size")
     p.add_argument("--max-tokens", type=positive_int, help="source tokens per decoding batch")
+    p.add_argument(
+        "--max-sentences",
+        type=positive_int,
+        help="sentences per decoding batch at most, besides --max-tokens (default: the run's decode_max_sentences, "
+        "no limit); beam search decodes sentences x beams rows",
+    )
     p.add_argument(
         "--parallel-batches",
         type=positive_int,

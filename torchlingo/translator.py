@@ -44,6 +44,7 @@ class DecodingSettings:
     max_len_a: float = _config_key("max_len_a")
     max_len_b: int = _config_key("max_len_b")
     decode_max_tokens: int = _config_key("decode_max_tokens")
+    decode_max_sentences: int | None = _config_key("decode_max_sentences")
     amp: str = _config_key("amp")
     quantize: str = _config_key("quantize")
     decode_parallel_batches: int | None = _config_key("decode_parallel_batches")
@@ -165,9 +166,15 @@ class Translator:
         alpha = self.settings.length_penalty
         return [nbests[a] if b - a == 1 else _join_pieces(nbests[a:b], alpha) for a, b in spans]
 
+    def sentence_limit(self) -> int | None:
+        """Sentences per batch at most: the `max_sentences` keyword, else decode_max_sentences (None: no limit)."""
+        return self.max_sentences if self.max_sentences is not None else self.settings.decode_max_sentences
+
     def batches(self, lengths: Sequence[int]) -> list[list[int]]:
-        """Indices grouped longest first so that each padded batch (with <s> </s>) stays within decode_max_tokens."""
+        """Indices grouped longest first so that each padded batch (with <s> </s>) stays within decode_max_tokens
+        and `sentence_limit`."""
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        limit = self.sentence_limit()
         groups: list[list[int]] = []
         for i in order:
             group = groups[-1] if groups else None
@@ -175,7 +182,7 @@ class Translator:
             full = (
                 not group
                 or (len(group) + 1) * width > self.settings.decode_max_tokens
-                or (self.max_sentences is not None and len(group) >= self.max_sentences)
+                or (limit is not None and len(group) >= limit)
             )
             if full:
                 groups.append([i])
