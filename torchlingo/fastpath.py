@@ -6,16 +6,12 @@
   38% of a step; the projections stay bf16).
 - `PackedLinear` / `pack_linears_`: bf16 linear weights reordered for oneDNN once, for decoding (1.2-1.7x per call
   at decoding shapes, bitwise-equal outputs).
-- `keep_freed_memory`: glibc keeps freed blocks for reuse instead of page-faulting fresh ones every step (the
-  vocabulary softmax was 3x slower without it).
+- (in loss.py) `LogitsBuffer`: the fused loss's logits reuse one block instead of page-faulting a fresh one per step.
 
 Each has an equivalence test in tests/test_fast_path.py or tests/test_decoding.py.
 """
 
 from __future__ import annotations
-
-import ctypes
-import sys
 
 import torch
 import torch.nn as nn
@@ -45,23 +41,6 @@ def attention_in_fp32(x: torch.Tensor) -> bool:
         x.dtype == torch.bfloat16
         or (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
     )
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc to keep freed memory for reuse instead of handing it back to the OS (Linux only; True if applied).
-
-    By default every tensor over 32 MB (a batch's vocabulary logits) is a fresh mmap whose pages fault in one by one
-    and are unmapped again when freed: on our 2-core CPUs that made the softmax over the vocabulary 3x slower and
-    cost about a quarter of each training step. With mmap off and a high trim threshold those blocks are reused.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 _OPS = torch.ops.mkldnn

@@ -41,7 +41,6 @@ from .checkpoint import (
 )
 from .config import Config
 from .errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted, first_line
-from .fastpath import keep_freed_memory
 from .loss import LabelSmoothedCrossEntropy
 from .runtime import (
     Precision,
@@ -197,8 +196,6 @@ class Trainer:
         self.config, self.train_loader, self.val_loader = config, train_loader, val_loader
         self.device = distributed.setup(resolve_device(config.device))  # torchrun: cuda:LOCAL_RANK, process group
         self.model = model.to(self.device)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # large tensors are reused instead of page-faulted in every step
         self.ddp = distributed.wrap(self.model, self.device)  # several ranks: DistributedDataParallel, else model
         self.forward = torch.compile(self.ddp) if config.compile else self.ddp
         self.loss_fn = LabelSmoothedCrossEntropy(config.pad_idx, config.label_smoothing)

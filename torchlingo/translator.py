@@ -81,7 +81,6 @@ class Translator:
         sampling: Sampling | None = None,
         **overrides,
     ):
-        from .fastpath import keep_freed_memory
         from .runtime import resolve_device
 
         self.settings = dataclasses.replace(settings or DecodingSettings(), **overrides)
@@ -90,8 +89,6 @@ class Translator:
             self.model = Ensemble([_decoding_model(m, self.device, self.settings.amp) for m in model.models])
         else:
             self.model = _decoding_model(model, self.device, self.settings.amp)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # the growing KV caches are reused memory, not fresh pages at every step
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.n_best, self.max_sentences, self.progress = n_best, max_sentences, progress
         self.sampling = sampling
