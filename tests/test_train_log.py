@@ -76,6 +76,8 @@ def test_resume_appends_to_train_log_after_a_resumed_from_line(tmp_path, monkeyp
     log_file = root / "runs" / "cut" / "train.log"
     first = log_file.read_text(encoding="utf-8")
     assert "| step 4 | loss" in first and "| step 5 |" not in first  # step 5 was cut before it was logged
+    assert first.splitlines()[-1].endswith(" ERROR stopped: KeyboardInterrupt")  # how the session ended
+    assert "stopped: " not in capsys.readouterr().err  # the console has the CLI's own line instead
     assert main(["train", str(config), "--resume"]) == 0
     whole = log_file.read_text(encoding="utf-8")
     assert whole.startswith(first)
@@ -196,3 +198,15 @@ def test_tensorboard_layout_puts_the_epoch_curves_in_their_own_section(run):
     assert by_axis["x axis: optimizer step"] | by_axis["x axis: epoch"] == scalars
     assert [e.step for e in events.Scalars("train/epoch_loss")] == [1, 2]  # x axis: epoch
     assert "BLEU, chrF (val)" in tensorboard_layout(Config(eval_bleu=True))["x axis: optimizer step"]
+
+
+def test_an_error_that_ends_the_run_is_the_last_line_of_the_file_only(tmp_path, capsys):
+    """The CLI prints the error line itself; train.log notes it too (first line only), so it says how the run ended."""
+    from torchlingo.errors import DataError
+
+    logs.log_to_stderr()
+    with pytest.raises(DataError), logs.log_to_file(tmp_path / "train.log", append=False):
+        raise DataError("data/val.tsv:3: expected 2 tab-separated columns\nsecond line")
+    assert messages(tmp_path / "train.log") == ["stopped: data/val.tsv:3: expected 2 tab-separated columns"]
+    assert capsys.readouterr().err == ""
+    assert file_handlers() == []

@@ -18,9 +18,9 @@ from pathlib import Path
 LOGGER = "torchlingo"
 TRAIN_LOG = "train.log"  # in the run directory
 FILE_FORMAT = "%(asctime)s %(levelname)s %(message)s"
-# A record logged with extra={ON_PROGRESS_BAR: True} is already on the console in the progress bar (the loss, the
-# learning rate): the stderr handler leaves it out, a file keeps it.
-ON_PROGRESS_BAR = "torchlingo_on_progress_bar"
+# A record logged with extra={ON_CONSOLE: True} is already on the console in another form (the loss in the progress
+# bar, the error line the CLI prints): the stderr handler leaves it out, a file keeps it.
+ON_CONSOLE = "torchlingo_on_console"
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -30,7 +30,7 @@ class _StderrHandler(logging.StreamHandler):
     def __init__(self):
         super().__init__()
         self.setFormatter(logging.Formatter("%(message)s"))
-        self.addFilter(lambda record: not getattr(record, ON_PROGRESS_BAR, False))
+        self.addFilter(lambda record: not getattr(record, ON_CONSOLE, False))
 
     @property
     def stream(self):
@@ -90,13 +90,20 @@ class LineFileHandler(logging.Handler):
 def log_to_file(path: str | Path, append: bool = True) -> Iterator[LineFileHandler]:
     """Also write torchlingo's log lines, with a timestamp and level, to `path` while the block runs (a new file
     unless `append`); the handler is removed and closed at the end, so a second run in the same process does not
-    write its lines twice. Which lines: the logger's level decides (`log_to_stderr` sets INFO)."""
+    write its lines twice. Which lines: the logger's level decides (`log_to_stderr` sets INFO). An exception that
+    ends the block is noted in the file (`stopped: ...`), so the log says how the run ended."""
     handler = LineFileHandler(path, append)
     handler.setFormatter(logging.Formatter(FILE_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
     log = logging.getLogger(LOGGER)
     log.addHandler(handler)
     try:
         yield handler
+    except BaseException as e:
+        from .errors import TorchlingoError, first_line
+
+        text = first_line(e, limit=1000) if isinstance(e, TorchlingoError) else f"{type(e).__name__}: {e}"
+        log.error("stopped: %s", text.rstrip(": "), extra={ON_CONSOLE: True})  # the console has the CLI's line
+        raise
     finally:
         log.removeHandler(handler)
         handler.close()

@@ -10,7 +10,7 @@ import time
 
 from . import distributed
 from .config import Config
-from .logs import ON_PROGRESS_BAR
+from .logs import ON_CONSOLE
 
 log = logging.getLogger("torchlingo")
 
@@ -99,15 +99,15 @@ class RunLogger:
             self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_sec:,.0f}", refresh=False)
         if self.shows:
             line = self.progress_line(step, loss, lr, tokens_per_sec, epoch, now)
-            log.info("%s", line, extra={ON_PROGRESS_BAR: self.bar is not None})
+            log.info("%s", line, extra={ON_CONSOLE: self.bar is not None})
 
-    def progress_line(self, step: int, loss: float, lr: float, tokens_per_sec: float, epoch: int | None, now: float):
+    def progress_line(self, step: int, loss: float, lr: float, tok_s: float, epoch: int | None, now: float) -> str:
         """`epoch 3/10 | step 1200/1500 | loss 2.3456 | lr 1.00e-03 | 9,291 tok/s | ETA 4m12s`: the step's total
         only when max_steps ends the run before its epochs do; the ETA is the mean time of this session's steps
         (validations included) times the planned steps left."""
         where = f"epoch {epoch}/{self.planned_epochs} | " if epoch is not None else ""
         where += f"step {step}/{self.step_limit}" if self.step_limit else f"step {step}"
-        line = f"{where} | loss {loss:.4f} | lr {lr:.2e} | {tokens_per_sec:,.0f} tok/s"
+        line = f"{where} | loss {loss:.4f} | lr {lr:.2e} | {tok_s:,.0f} tok/s"
         done = step - self.start_step
         if self.total_steps and done > 0:
             eta = (now - self._start_time) / done * max(self.total_steps - step, 0)
