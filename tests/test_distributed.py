@@ -179,7 +179,7 @@ def test_a_two_rank_run_killed_mid_epoch_and_resumed_is_bitwise_identical(data, 
     assert len(state["ranks"]) == 2
     resumed = driver(parent, data / "data", "none", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "at step 6 " in resumed.stderr
+    assert "resumed from step 6 (" in resumed.stderr
     assert_same_run(torch.load(parent / "run" / "final.pt"), ref0)
     assert_same_run(torch.load(parent / "run" / "final.rank1.pt"), ref1)
     assert_same_weights(ref0, ref1)  # the ranks agree

@@ -43,7 +43,8 @@ class _StderrHandler(logging.StreamHandler):
     def emit(self, record: logging.LogRecord) -> None:
         tqdm = getattr(sys.modules.get("tqdm"), "tqdm", None)  # no bar can be shown before tqdm is imported
         if tqdm is None or not getattr(tqdm, "_instances", None):
-            return super().emit(record)
+            super().emit(record)
+            return
         try:
             tqdm.write(self.format(record), file=self.stream)
         except Exception:
