@@ -179,7 +179,7 @@ def test_a_two_rank_run_killed_mid_epoch_and_resumed_is_bitwise_identical(data, 
     assert len(state["ranks"]) == 2
     resumed = driver(parent, data / "data", "none", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "at step 6 " in resumed.stderr
+    assert "resumed from step 6 (" in resumed.stderr
     assert_same_run(torch.load(parent / "run" / "final.pt"), ref0)
     assert_same_run(torch.load(parent / "run" / "final.rank1.pt"), ref1)
     assert_same_weights(ref0, ref1)  # the ranks agree
@@ -284,6 +284,9 @@ def test_torchrun_m_torchlingo_train_writes_one_run_directory_from_rank_0(data):
     assert {"config.yaml", "src_vocab.txt", "tgt_vocab.txt", "checkpoints", "metrics.json", "test.hyp"} <= names
     assert len([n for n in names if n.startswith("events.out.tfevents")]) == 1  # one TensorBoard writer
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.pt", "last.pt"}
+    logged = (run / "train.log").read_text(encoding="utf-8")
+    assert logged.count("environment: ") == 1 and logged.count(" epoch 1 | step 6 |") == 1  # rank 0 alone writes it
+    assert logged.count("epoch 1/1 | step 6 | loss ") == 1 and "2 process(es)" in logged
 
 
 def test_an_error_on_one_rank_is_one_line_and_no_rank_hangs(data):

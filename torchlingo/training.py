@@ -275,7 +275,8 @@ class Trainer:
     # -- around the steps ---------------------------------------------------------------------------------
     def start_session(self) -> None:
         self.model.train()
-        self.logger = RunLogger(self.config, start_step=self.pos.step, total_steps=self.total_steps)
+        steps_per_epoch = math.ceil(self.batches_per_epoch / self.config.accumulation_steps)
+        self.logger = RunLogger(self.config, self.pos.step, self.total_steps, steps_per_epoch)
         if self.config.eval_bleu and self.val_loader is not None:  # val/bleu, val/chrf, sample translations
             from .evaluation import BleuValidator
 
@@ -370,7 +371,8 @@ class Trainer:
     def log_interval(self) -> None:
         loss, tokens = self.meter.take_interval()
         self.result.target_tokens += tokens
-        self.logger.log_train(self.pos.step, loss, self.optimizer.param_groups[0]["lr"], tokens)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.logger.log_train(self.pos.step, loss, lr, tokens, epoch=self.pos.epoch + 1)
 
     def skip_update(self) -> None:
         """Drop the gradients of a step whose loss was NaN or infinite; too many in a row end the run."""
@@ -499,7 +501,7 @@ class Trainer:
         if restart_epoch and self.pos.batch:
             self.pos.batch, self.pos.epoch_loss, self.pos.epoch_tokens = 0, 0.0, 0
         pos = self.pos
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", path, pos.step, pos.epoch + 1, pos.batch)
+        log.info("resumed from step %d (epoch %d, batch %d) of %s", pos.step, pos.epoch + 1, pos.batch, path)
 
     def interrupt(self, signum: int) -> None:
         """A signal asked to stop: save last.pt where the loop is and raise TrainingInterrupted."""
