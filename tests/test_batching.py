@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from torchlingo.data_processing import TokenBudgetBatchSampler
-from torchlingo.data_processing.batching import cut_batches, cut_batches_reference
+from torchlingo.data_processing.batching import cut_batches, cut_batches_reference, length_order
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 
@@ -50,6 +50,14 @@ def test_only_sentence_caps_and_overlong_sentences():
     for max_tokens, cap in ((2**62, 3), (40, None), (40, 2), (8, 1)):
         assert fast_cut(order, src, tgt, max_tokens, cap) == cut_batches_reference(order, src, tgt, max_tokens, cap)
     assert fast_cut(order, src, tgt, 40, None) == [[0], [1], [2, 3, 4, 5], [6]]  # 50 and 99 alone
+
+
+@pytest.mark.parametrize("top", [40, 300, 70_000])  # one 16-bit key, two 16-bit passes, lexsort itself
+def test_the_length_order_is_lexsorts(top):
+    rng = np.random.default_rng(top)
+    src, tgt = rng.integers(0, top, 5000, dtype=np.int32), rng.integers(0, top, 5000, dtype=np.int32)
+    assert np.array_equal(length_order(src, tgt), np.lexsort((src, tgt)))
+    assert np.array_equal(length_order(src[:0], tgt[:0]), np.zeros(0, dtype=np.int64))
 
 
 def lengths(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
