@@ -79,7 +79,7 @@ def cut_batches(longest: np.ndarray, max_tokens: int, max_sentences: int | None)
 def length_order(src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
     """The stable argsort of the pairs by (target, source) length: np.lexsort((src, tgt)), computed as numpy's radix
     sort of one uint16 key (tgt * (max src + 1) + src) when it fits, as it does for sentences of up to ~250 tokens,
-    or of each side's uint16 length: on 10M pairs 10x faster than lexsort, which sorts int32 keys by comparison."""
+    or of each side's uint16 length: 5-15x faster than lexsort (measured on 1M pairs), which compares int32 keys."""
     top_src, top_tgt = int(src.max(initial=0)), int(tgt.max(initial=0))
     if max(top_src, top_tgt) >= 2**16 or min(int(src.min(initial=0)), int(tgt.min(initial=0))) < 0:
         return np.lexsort((src, tgt))
