@@ -289,6 +289,21 @@ def test_torchrun_m_torchlingo_train_writes_one_run_directory_from_rank_0(data):
     assert logged.count("epoch 1/1 | step 6 | loss ") == 1 and "2 process(es)" in logged
 
 
+def test_torchrun_trains_on_shards_that_rank_0_alone_prepares(data):
+    """prepared_data: auto under torchrun: rank 0 prepares the shards once while rank 1 waits, then rank 1 opens
+    them; both train from them, the same number of steps (96 pairs, 8 a batch: 12 batches, 6 a rank), to the same
+    weights."""
+    config = write_config(data / "shards", data / "data", prepared_data="auto", experiment_name="shards")
+    proc = launch(DRIVER, "cli", "record", "train", config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.findall(r"PREPARING rank \d", proc.stdout) == ["PREPARING rank 0"]
+    run = data / "shards" / "runs" / "shards"
+    assert (run / "data" / "manifest.json").is_file() and proc.stdout.count("test BLEU") == 1
+    ranks = torch.load(run / "final.pt"), torch.load(run / "final.rank1.pt")
+    assert [(r["dataset"], r["steps"], r["batches"]) for r in ranks] == [("ShardedDataset", 6, 6)] * 2
+    assert_same_weights(*ranks)
+
+
 def test_an_error_on_one_rank_is_one_line_and_no_rank_hangs(data):
     config = write_config(data / "err", data / "data")
     proc = launch(DRIVER, "cli", "error:3@1", "train", config)
