@@ -121,3 +121,19 @@ def test_an_int32_array_is_kept_without_a_copy_and_bad_lengths_are_refused():
     with pytest.raises(ValueError, match="one-dimensional integers"):
         TokenBudgetBatchSampler(src.astype(float), tgt, max_tokens=100)
     assert list(TokenBudgetBatchSampler([], [], max_tokens=100)) == []
+
+
+def test_resuming_mid_epoch_from_a_checkpoint_of_the_old_batch_order_warns(caplog):
+    """Checkpoints before the numpy sampler recorded no 'order': resuming one mid-epoch says the epoch is not exact."""
+    from torch.utils.data import DataLoader
+
+    from torchlingo.training import _warn_if_batch_order_changed
+
+    sampler = TokenBudgetBatchSampler([3, 4, 5], [3, 4, 5], max_tokens=10)
+    loader = DataLoader(list(range(3)), batch_sampler=sampler)
+    assert sampler.state_dict()["order"] == TokenBudgetBatchSampler.ORDER == 2
+    with caplog.at_level("WARNING", logger="torchlingo"):
+        _warn_if_batch_order_changed(sampler.state_dict(), loader, "last.pt")
+        assert caplog.records == []
+        _warn_if_batch_order_changed({"seed": 0, "epoch": 1}, loader, "last.pt")
+    assert len(caplog.records) == 1 and caplog.records[0].getMessage().startswith("last.pt: written by a torchlingo")

@@ -151,8 +151,10 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         if epoch != self.epoch:
             self.epoch, self._batches, self._shard = epoch, None, None
 
+    ORDER = 2  # how batches are drawn from (seed, epoch); 2: numpy (1, unrecorded: Python's random, up to 0.1.0)
+
     def state_dict(self) -> dict:
-        return {"seed": self.seed, "epoch": self.epoch}
+        return {"seed": self.seed, "epoch": self.epoch, "order": self.ORDER}
 
     def load_state_dict(self, state: dict) -> None:
         self.seed, self._batches, self._shard = state["seed"], None, None
