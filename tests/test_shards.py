@@ -256,7 +256,8 @@ def test_scan_cuts_files_at_line_starts(tmp_path, monkeypatch):
             lines = list(reader)
             fingerprint, cuts = textfile.scan(path, every)
             assert fingerprint == reader.fingerprint()
-            parts = [list(textfile.LineReader(path, (a, b, i * every))) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+            spans = [(a, b, i * every) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+            parts = [list(textfile.LineReader(path, span)) for span in spans]
             assert [line for part in parts for line in part] == lines and cuts[-1] == len(data)
 
 

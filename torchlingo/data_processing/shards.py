@@ -7,8 +7,10 @@ into memory, for the batch sampler); the tokenizer files; and `manifest.json`, w
 (as textfile.py makes it), the settings that decide the ids (tokenizer, max_len, ...), the tokenizer hashes, and
 the counts of kept and skipped pairs by reason.
 
-`prepare_shards` streams the corpus twice: once to train the tokenizer (word counts, or a bounded seeded sample for
-SentencePiece), once to encode it in chunks, in worker processes, appending to the `.bin` files. Every file goes
+`prepare_shards` cuts the corpus into parts of whole lines by byte offset (one fast scan that also fingerprints it),
+then reads it twice, part by part, in worker processes that each read their own parts: once to train the tokenizer
+(word counts, or a bounded seeded sample for SentencePiece), once to encode it; the main process merges the parts'
+results in order (the same bytes for any number of workers) and appends the ids to the `.bin` files. Every file goes
 through files.py's atomic writes. `ShardedDataset` reads them with the interface of NMTDataset that training uses.
 """
 
@@ -44,7 +46,7 @@ log = logging.getLogger("torchlingo")
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SIDES = ("src", "tgt")
-CHUNK_PAIRS = 20_000  # pairs a worker encodes at a time
+CHUNK_PAIRS = 20_000  # lines of a part of the corpus at most (a worker reads, checks and encodes one at a time)
 # Config keys that decide the token ids of a corpus (with the corpus itself): a change makes the shards stale.
 TOKENIZER_KEYS = ("tokenizer", "sp_model_type", "vocab_size", "joint_vocab", "min_freq", "max_vocab_size")
 ENCODING_KEYS = ("bad_lines", "max_positions")
