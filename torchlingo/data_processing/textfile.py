@@ -100,8 +100,8 @@ BLOCK = 1 << 20  # bytes `scan` reads at a time
 
 def scan(path: str | Path, every: int = 0) -> tuple[dict, list[int]]:
     """A file's fingerprint (as `LineReader.fingerprint`, without splitting it into lines in Python: block by block,
-    hashlib and bytes.count release the GIL) and, when `every` > 0, the byte offset of lines 0, every, 2 every, ...
-    plus the file's size: where `torchlingo prepare` cuts the corpus into line-aligned ranges for its workers."""
+    newlines counted in C, the hashing without the GIL) and, when `every` > 0, the byte offsets of lines 0, every,
+    2 every, ... and of the end: where `torchlingo prepare` cuts the corpus into line-aligned parts for its workers."""
     path = Path(path)
     digest, size, newlines, last, offsets = hashlib.sha256(), 0, 0, b"", [0]
     try:
