@@ -522,7 +522,7 @@ def describe_fields() -> list[tuple[str, str, str, Any, str]]:
     hints = typing.get_type_hints(Config)
     rows = []
     for f in dataclasses.fields(Config):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]  # mypy cannot narrow it from MISSING
         rows.append(
             (
                 f.metadata["group"],

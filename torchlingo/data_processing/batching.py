@@ -103,7 +103,8 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
             if self.shuffle:
                 rng.shuffle(order)
             order.sort(key=lambda i: (self.tgt_lengths[i], self.src_lengths[i]))  # stable: ties stay shuffled
-            batches, current, longest = [], [], 0
+            current: list[int] = []
+            batches, longest = [], 0
             for i in order:
                 need = max(longest, self.src_lengths[i], self.tgt_lengths[i])
                 full = self.max_sentences is not None and len(current) >= self.max_sentences

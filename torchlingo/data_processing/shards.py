@@ -144,7 +144,7 @@ class _Side:
                     f"{directory / (side + '.off.npy')}: offsets do not match {side}.len.npy; delete {directory} "
                     "and prepare it again"
                 )
-        self.ids = None
+        self.ids: np.ndarray | None = None
 
     def __getitem__(self, i: int) -> torch.Tensor:
         if self.ids is None:
@@ -221,7 +221,7 @@ def train_tokenizers(config: Config, resolved) -> tuple:
     NMTDataset trains). Returns (src_vocab, tgt_vocab, whether a sample was drawn)."""
     pairs = iter_pairs(resolved, _LineChecker(config.bad_lines), [])
     if config.tokenizer == "word":
-        counts = collections.Counter(), collections.Counter()
+        counts: tuple[collections.Counter[str], collections.Counter[str]] = collections.Counter(), collections.Counter()
         for _, s, t in pairs:
             counts[0].update(word_tokenize(s))
             counts[1].update(word_tokenize(t))
@@ -229,7 +229,8 @@ def train_tokenizers(config: Config, resolved) -> tuple:
             raise DataError(f"{describe_source(resolved)[0]}: no sentence pairs found")
         return (*(Vocab.from_counts(c, config.min_freq, config.max_vocab_size) for c in counts), False)
     k = max(1, config.sp_sample_size // 2) if config.joint_vocab else config.sp_sample_size
-    sample, rng, seen = [], random.Random(config.seed), 0
+    sample: list[tuple[str, str]] = []
+    rng, seen = random.Random(config.seed), 0
     for seen, (_, s, t) in enumerate(pairs, start=1):  # reservoir sampling (Algorithm R): k pairs, uniformly
         if len(sample) < k:
             sample.append((s, t))
@@ -325,7 +326,8 @@ def prepare_shards(config: Config, directory: str | Path | None = None, workers:
     for vocab, name in zip(vocabs, names):
         vocab.save(directory / name)
     dtype = np.dtype(np.uint16 if max(len(v) for v in vocabs) <= 1 << 16 else np.int32)
-    checker, fingerprints = _LineChecker(config.bad_lines), []
+    checker = _LineChecker(config.bad_lines)
+    fingerprints: list[dict] = []
     writer = _encode_all(config, directory, resolved, vocabs, dtype, checker, fingerprints, sides, workers)
     lengths = [np.concatenate(out) if out else np.zeros(0, np.int32) for out in writer.lengths]
     _check_kept(source, writer, len(lengths[0]), config)
