@@ -76,6 +76,7 @@ def _training_data(config: Config, run_dir: Path, state: dict | None, resume_fro
     """(training set, source vocabulary, target vocabulary): a resume's come from its checkpoint; a new run's rank 0
     trains the tokenizer and saves it, and the other ranks read what it saved."""
     if state is not None:
+        assert resume_from is not None  # the state was loaded from it
         runinfo.check_config(config, state, resume_from)
         src_vocab, tgt_vocab = runinfo.resume_tokenizers(config, run_dir, state, resume_from)
         train = load_train_data(config, src_vocab, tgt_vocab)
@@ -98,7 +99,11 @@ def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) 
     train, src_vocab, tgt_vocab = _training_data(config, run_dir, state, resume_from)
     distributed.writer_ready()
     run_info = runinfo.build_run_info(config, train)
-    restart_epoch = state is not None and runinfo.check_data(state, run_info, resume_from, accept_data_change)
+    restart_epoch = (  # a state comes with the checkpoint it was loaded from
+        state is not None
+        and resume_from is not None
+        and runinfo.check_data(state, run_info, resume_from, accept_data_change)
+    )
     del state  # the weights are loaded again by train_model
     val = NMTDataset(config.val_file, src_vocab, tgt_vocab, config) if config.val_file else None
     # The test set is read now so that a bad test file stops the run before training, not after it.

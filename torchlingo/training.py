@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -118,8 +119,8 @@ class LossMeter:
 
     def take_interval(self) -> tuple[float, int]:
         """(mean loss, tokens) of the interval since the last call, over all ranks, and start a new one."""
-        loss, tokens = distributed.sum_over_ranks(self.interval_loss, self.interval_tokens)
-        tokens = int(tokens.item())
+        loss, token_sum = distributed.sum_over_ranks(self.interval_loss, self.interval_tokens)
+        tokens = int(token_sum.item())
         mean = (loss / max(tokens, 1)).item()
         self.interval_loss.zero_()
         self.interval_tokens.zero_()
@@ -306,6 +307,7 @@ class Trainer:
         if pos.batch == 0:
             pos.epoch_rng = capture_rng()
         resume_rng = capture_rng() if pos.batch else None
+        assert pos.epoch_rng is not None  # captured above at batch 0, else restored with the resumed position
         restore_rng(pos.epoch_rng)
         batches = iter(self.train_loader)
         skipped = sum(1 for _ in itertools.islice(batches, pos.batch))
@@ -399,7 +401,7 @@ class Trainer:
         often a run validates never changes what it trains: a run stopped and extended equals the straight one."""
         pos, result = self.pos, self.result
         rng = capture_rng()
-        record = {"step": pos.step, "epoch": pos.epoch + 1}
+        record: dict[str, Any] = {"step": pos.step, "epoch": pos.epoch + 1}
         c = self.config
         record["val_loss"] = validation_loss(self.model, self.val_loader, self.device, self.precision, c.pad_idx)
         if distributed.is_writer():  # the validators (BLEU decoding) run once, on rank 0
@@ -526,6 +528,7 @@ def _planned_steps(batches_per_epoch: int, config: Config) -> int:
 
 def _set_epoch(loader, epoch: int) -> None:
     """Tell a seeded sampler (ours, or a DistributedSampler) which epoch it is, so the order depends on it."""
+    sampler: Any
     for sampler in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
@@ -544,7 +547,7 @@ def _warn_if_batch_order_changed(saved: dict | None, loader, path) -> None:
 
 
 def _sampler_state(loader) -> dict | None:
-    sampler = getattr(loader, "batch_sampler", None)
+    sampler: Any = getattr(loader, "batch_sampler", None)
     return sampler.state_dict() if hasattr(sampler, "state_dict") else None
 
 

@@ -41,7 +41,9 @@ def cut_batches_reference(
     definition that the tests hold `cut_batches` to: a sentence joins the current batch while the batch's longest
     side times its size stays within `max_tokens` and it has fewer than `max_sentences`; a sentence longer than the
     budget gets a batch of its own."""
-    batches, current, longest = [], [], 0
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
     for i in order:
         need = max(longest, src_len[i], tgt_len[i])
         full = max_sentences is not None and len(current) >= max_sentences

@@ -5,7 +5,7 @@ from __future__ import annotations
 import array
 import collections
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -20,12 +20,16 @@ log = logging.getLogger("torchlingo")
 
 HEADERS = {("src", "tgt"), ("source", "target")}
 PathLike = str | Path
+DataPath = PathLike | list[PathLike] | tuple[PathLike, ...]  # a TSV file or a prefix, or the (source, target) pair
 
 
 def resolve_data_path(
-    spec: PathLike | Sequence[PathLike], src_lang: str | None = None, tgt_lang: str | None = None
+    spec: DataPath | None, src_lang: str | None = None, tgt_lang: str | None = None
 ) -> Path | tuple[Path, Path]:
-    """A TSV path, or the parallel pair: `(a, b)` as given, or `spec.src_lang` / `spec.tgt_lang` for a prefix."""
+    """A TSV path, or the parallel pair: `(a, b)` as given, or `spec.src_lang` / `spec.tgt_lang` for a prefix.
+    None (a data setting left unset) is a DataError."""
+    if spec is None:
+        raise DataError("no data path given (train_file, val_file or test_file is not set)")
     if isinstance(spec, (list, tuple)):
         if len(spec) != 2:
             raise DataError(f"parallel data needs two files (source, target), got {len(spec)}")
@@ -180,7 +184,8 @@ def describe_source(resolved: Path | tuple[Path, Path]) -> tuple[str, tuple[Path
 
 def read_tsv(path: Path, checker: _LineChecker) -> tuple[_Pairs, list[dict]]:
     """All good pairs of a TSV file in memory, and the file's fingerprint."""
-    pairs, fingerprints = _Pairs(), []
+    pairs = _Pairs()
+    fingerprints: list[dict] = []
     for n, s, t in iter_tsv(path, checker, fingerprints):
         pairs.add(n, s, t)
     return pairs, fingerprints
@@ -188,7 +193,8 @@ def read_tsv(path: Path, checker: _LineChecker) -> tuple[_Pairs, list[dict]]:
 
 def read_parallel(src_path: Path, tgt_path: Path, checker: _LineChecker) -> tuple[_Pairs, list[dict]]:
     """All good pairs of two parallel files in memory, and both files' fingerprints."""
-    pairs, fingerprints = _Pairs(), []
+    pairs = _Pairs()
+    fingerprints: list[dict] = []
     for n, s, t in iter_parallel(src_path, tgt_path, checker, fingerprints):
         pairs.add(n, s, t)
     return pairs, fingerprints
@@ -236,7 +242,7 @@ class NMTDataset(Dataset):
 
     def __init__(
         self,
-        path: PathLike | Sequence[PathLike],
+        path: DataPath | None,
         src_vocab=None,
         tgt_vocab=None,
         config: Config | None = None,
@@ -247,7 +253,8 @@ class NMTDataset(Dataset):
         self.config = config = config or Config()
         resolved = resolve_data_path(path, config.src_lang, config.tgt_lang)
         checker = _LineChecker(bad_lines or config.bad_lines)
-        pairs, self.fingerprint = _Pairs(), []
+        pairs = _Pairs()
+        self.fingerprint: list[dict] = []
         for n, s, t in iter_pairs(resolved, checker, self.fingerprint):
             pairs.add(n, s, t)
         self.source, files = describe_source(resolved)

@@ -25,7 +25,7 @@ import math
 import multiprocessing
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +145,7 @@ class _Side:
                     f"{directory / (side + '.off.npy')}: offsets do not match {side}.len.npy; delete {directory} "
                     "and prepare it again"
                 )
-        self.ids = None
+        self.ids: np.ndarray | None = None
 
     def __getitem__(self, i: int) -> torch.Tensor:
         if self.ids is None:
@@ -313,7 +313,7 @@ def _do_part(task) -> tuple[_LineChecker, object]:
 
 
 def _count_words(pairs, _) -> tuple[collections.Counter, collections.Counter]:
-    counts = collections.Counter(), collections.Counter()
+    counts: tuple[collections.Counter, collections.Counter] = collections.Counter(), collections.Counter()
     for _, s, t in pairs:
         counts[0].update(word_tokenize(s))
         counts[1].update(word_tokenize(t))
@@ -348,7 +348,7 @@ def _encode(pairs, dtype: str) -> tuple[np.ndarray, list[tuple[np.ndarray, np.nd
     return np.array(lines, dtype=np.int64), out
 
 
-_JOBS = {"words": _count_words, "size": _count_pairs, "pick": _pick, "encode": _encode}
+_JOBS: dict[str, Callable] = {"words": _count_words, "size": _count_pairs, "pick": _pick, "encode": _encode}
 
 
 def train_tokenizers(config: Config, corpus: _Corpus) -> tuple:
@@ -357,7 +357,7 @@ def train_tokenizers(config: Config, corpus: _Corpus) -> tuple:
     NMTDataset trains). Returns (src_vocab, tgt_vocab, whether a sample was drawn)."""
     source = describe_source(corpus.resolved)[0]
     if config.tokenizer == "word":
-        counts = collections.Counter(), collections.Counter()
+        counts: tuple[collections.Counter, collections.Counter] = collections.Counter(), collections.Counter()
         for src, tgt in corpus.run("words"):
             counts[0].update(src)
             counts[1].update(tgt)
@@ -387,8 +387,8 @@ def _sample(corpus: _Corpus, k: int, seed: int) -> tuple[list[tuple[str, str]], 
     there are. The kept pairs depend only on their count: the parts are counted, the draws made here, and the parts
     send back the pairs drawn (a corpus of at most `k` lines is sent back whole, in one pass)."""
     if corpus.lines <= k:
-        sample = [pair for part in corpus.run("pick") for pair in part]
-        return sample, len(sample)
+        whole: list[tuple[str, str]] = [pair for part in corpus.run("pick") for pair in part]
+        return whole, len(whole)
     sizes = np.array(list(corpus.run("size")), dtype=np.int64)
     slots = _reservoir(int(sizes.sum()), k, seed)
     order = np.argsort(slots, kind="stable")

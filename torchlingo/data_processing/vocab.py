@@ -217,7 +217,7 @@ def _training_error(e: RuntimeError, vocab_size: int) -> Exception:
     return DataError(f"cannot train the SentencePiece model ({first_line(e)})")
 
 
-def vocab_hash(vocab) -> str:
+def vocab_hash(vocab: Vocab | SentencePieceVocab) -> str:
     """SHA-256 of what a vocabulary maps (the token list, or the SentencePiece model): equal hashes, equal ids."""
     state = vocab.to_state()
     data = state["model"] if state["kind"] == "sentencepiece" else "\n".join(state["tokens"]).encode("utf-8")
