@@ -151,7 +151,8 @@ class CTranslate2Translator:
 
     `options` go to `ctranslate2.Translator` (compute_type, inter_threads, intra_threads). Beam search and its
     length penalty are CTranslate2's (an exponent, where torchlingo's is GNMT's, with the same alpha). Sources
-    longer than the position table are truncated (`Translator` translates them in pieces).
+    longer than the position table are truncated (`Translator` translates them in pieces), and an empty source
+    gives an empty translation (CTranslate2 skips it; `Translator` decodes <s> </s>).
     """
 
     def __init__(self, folder, src_vocab, tgt_vocab, settings, max_positions: int, max_sentences: int = 64, **options):
