@@ -22,6 +22,7 @@ for both engines. Column 'same' is the share of sentences whose tokens equal our
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import tempfile
 import time
@@ -40,6 +41,7 @@ from torchlingo.data_processing.batching import pad_batch  # noqa: E402
 from torchlingo.evaluation import score_corpus  # noqa: E402
 from torchlingo.export import CTranslate2Translator, export_ctranslate2  # noqa: E402
 from torchlingo.reference import reference_beam, reference_greedy  # noqa: E402
+from torchlingo.runtime import resolve_amp_dtype  # noqa: E402
 from torchlingo.translator import Translator  # noqa: E402
 
 
@@ -197,52 +199,66 @@ def print_row(r: dict, same: bool) -> None:
     print(line, flush=True)
 
 
-def main(argv=None) -> list[dict]:
-    args = parse_args(argv)
-    if args.ctranslate2:
-        try:
-            import ctranslate2
-        except ImportError:
-            sys.exit(
-                "decode_speed.py --ctranslate2: the ctranslate2 package is not installed (pip install ctranslate2)"
-            )
-    torch.set_num_threads(args.threads)
-    data = Path(args.data)
-    sources = read_lines(data / f"{args.split}.{args.src_lang}", args.limit)
-    refs = read_lines(data / f"{args.split}.{args.tgt_lang}", args.limit)
-    n_ref = min(args.reference_sentences, len(sources))
-    rows = []
+def make_translator(args: argparse.Namespace, beam: int, amp: str | None = None) -> Translator:
+    return Translator.from_checkpoint(
+        args.checkpoint,
+        beam_size=beam,
+        decode_max_tokens=10**9,
+        progress=False,
+        max_sentences=args.batch_sentences,
+        amp=amp or args.amp,
+        decode_parallel_batches=args.parallel_batches,
+    )
+
+
+def print_intro(args: argparse.Namespace, translator: Translator, n_sources: int, n_ref: int) -> None:
+    """The lines above the table: the setup, the BLEU signature, then the table header."""
+    at_once, each = translator.parallelism(-(-n_sources // args.batch_sentences))
     sig = score_corpus(["a"], ["a"], metrics=("bleu",))["bleu_signature"]
-    from torchlingo.runtime import resolve_amp_dtype
-
-    dtype = resolve_amp_dtype(args.amp, torch.device("cpu"))
-
-    def translator(beam: int, amp: str = args.amp) -> Translator:
-        return Translator.from_checkpoint(
-            args.checkpoint,
-            beam_size=beam,
-            decode_max_tokens=10**9,
-            progress=False,
-            max_sentences=args.batch_sentences,
-            amp=amp,
-            decode_parallel_batches=args.parallel_batches,
-        )
-
-    translators = {beam: translator(beam) for beam in (1, args.beam)}
-    at_once, each = translators[1].parallelism(-(-len(sources) // args.batch_sentences))
+    precision = "bf16" if resolve_amp_dtype(args.amp, torch.device("cpu")) is torch.bfloat16 else "fp32"
     print(
         f"checkpoint {args.checkpoint} | {args.split} | {torch.get_num_threads()} threads: {at_once} batch(es) at "
-        f"once, {each} thread(s) each | {'bf16' if dtype is torch.bfloat16 else 'fp32'} CPU (amp: {args.amp}) | "
+        f"once, {each} thread(s) each | {precision} CPU (amp: {args.amp}) | "
         f"batches of {args.batch_sentences} sentences | BLEU {sig}"
     )
     print(f"naive decoders run on the first {n_ref} sentences; 'BLEU@{n_ref}' compares every decoder on those")
     if args.ctranslate2:
+        import ctranslate2
+
         print(
             f"CTranslate2 {ctranslate2.__version__}: exported once in fp32, int8 quantized at load; threads as "
             "inter x intra, the faster layout shown; 'same': sentences whose tokens equal our fp32 decoder's; "
             "encode and decode timed for both"
         )
     print_header(n_ref, args.ctranslate2)
+
+
+def fast_rows(args, fast: Translator, folder, sources: list[str], refs: list[str], n_ref: int) -> list[dict]:
+    """The batched decoder's row for one search; with a CTranslate2 `folder`, `ctranslate2_rows` instead."""
+    beam = fast.settings.beam_size
+    if folder is None:
+        fast.decode_ids(fast.src_vocab.encode_many(sources[: args.batch_sentences]))  # warm-up
+        name = f"{'greedy' if beam == 1 else f'beam {beam}'}, batched + KV cache"
+        return [make_row(name, *run_fast(fast, sources, args.repeats), refs, n_ref)]
+    if resolve_amp_dtype(args.amp, torch.device("cpu")) is None:
+        by_precision = {"fp32": fast}
+    else:
+        by_precision = {f"bf16 (amp {args.amp})": fast, "fp32": make_translator(args, beam, "none")}
+    return ctranslate2_rows(folder, by_precision, sources, refs, args.repeats, n_ref)
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    if args.ctranslate2 and importlib.util.find_spec("ctranslate2") is None:
+        sys.exit("decode_speed.py --ctranslate2: the ctranslate2 package is not installed (pip install ctranslate2)")
+    torch.set_num_threads(args.threads)
+    data = Path(args.data)
+    sources = read_lines(data / f"{args.split}.{args.src_lang}", args.limit)
+    refs = read_lines(data / f"{args.split}.{args.tgt_lang}", args.limit)
+    n_ref = min(args.reference_sentences, len(sources))
+    translators = {beam: make_translator(args, beam) for beam in (1, args.beam)}
+    print_intro(args, translators[1], len(sources), n_ref)
+    rows = []
 
     def add(r: dict) -> None:
         """One table row, printed as soon as it is measured."""
@@ -251,20 +267,13 @@ def main(argv=None) -> list[dict]:
 
     with tempfile.TemporaryDirectory(prefix="decode_speed_ct2_") as tmp:
         folder = export_ctranslate2(args.checkpoint, Path(tmp) / "model") if args.ctranslate2 else None
-        for beam in (1, args.beam):
-            fast = translators[beam]
-            search = "greedy" if beam == 1 else f"beam {beam}"
-            if folder is not None:
-                label = "fp32" if dtype is None else f"bf16 (amp {args.amp})"
-                ours_by_precision = {label: fast} if dtype is None else {label: fast, "fp32": translator(beam, "none")}
-                for r in ctranslate2_rows(folder, ours_by_precision, sources, refs, args.repeats, n_ref):
-                    add(r)
-            else:
-                fast.decode_ids(fast.src_vocab.encode_many(sources[: args.batch_sentences]))  # warm-up
-                add(make_row(f"{search}, batched + KV cache", *run_fast(fast, sources, args.repeats), refs, n_ref))
+        for beam, fast in translators.items():
+            for r in fast_rows(args, fast, folder, sources, refs, n_ref):
+                add(r)
             if n_ref:
                 seconds, ids, texts = run_naive(fast, sources[:n_ref], beam)
-                add(make_row(f"{search}, naive (full prefix, 1 sentence)", seconds, ids, texts, refs, n_ref))
+                name = f"{'greedy' if beam == 1 else f'beam {beam}'}, naive (full prefix, 1 sentence)"
+                add(make_row(name, seconds, ids, texts, refs, n_ref))
     return rows
 
 
