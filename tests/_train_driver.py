@@ -14,6 +14,8 @@ FAULT injects one fault by wrapping a torchlingo function in this process only (
                 (under torchrun "READY PID", PID the process to signal)
   error:N       raise a DataError at the start of the N-th batch (the CLI prints it as its one-line error)
   worse:N       from the N-th validation on, this process' validation loss rises (1, 2, 3, ...)
+  record        (cli) no fault: print "PREPARING rank R" when this rank prepares shards, and write RUN/final.pt
+                (final.rankR.pt) with the weights, steps and batches per epoch train_model ended with
   FAULT@R       (under torchrun) the fault in rank R only, e.g. nan:3-3@1; FAULT,FAULT: both
 At the end it writes RUN/final.pt: the model weights and the TrainResult's histories (rank R > 0: final.rankR.pt).
 """
@@ -126,8 +128,31 @@ def inject_one(fault: str) -> None:
             os.replace(src, dst)
 
         F.os = types.SimpleNamespace(**{**vars(os), "replace": replace})  # files.py's view of os only
+    elif kind == "record":
+        record()
     else:
         raise SystemExit(f"unknown fault {fault}")
+
+
+def record() -> None:
+    """Wrap experiment.train_model and shards.prepare_shards to report what this rank did (the CLI's run)."""
+    import torchlingo.data_processing.shards as S
+    import torchlingo.experiment as E
+
+    real_train, real_prepare, rank = E.train_model, S.prepare_shards, int(os.environ.get("RANK", 0))
+
+    def prepare_shards(*args, **kwargs):
+        print(f"PREPARING rank {rank}", flush=True)
+        return real_prepare(*args, **kwargs)
+
+    def train_model(model, train_loader, val_loader, config, **kwargs):
+        result = real_train(model, train_loader, val_loader, config, **kwargs)
+        final = {"model": model.state_dict(), "steps": result.steps, "batches": len(train_loader)}
+        final["dataset"] = type(train_loader.dataset).__name__
+        torch.save(final, config.run_dir / (f"final.rank{rank}.pt" if rank else "final.pt"))
+        return result
+
+    E.train_model, S.prepare_shards = train_model, prepare_shards
 
 
 def main() -> None:

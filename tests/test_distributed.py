@@ -179,7 +179,7 @@ def test_a_two_rank_run_killed_mid_epoch_and_resumed_is_bitwise_identical(data, 
     assert len(state["ranks"]) == 2
     resumed = driver(parent, data / "data", "none", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "at step 6 " in resumed.stderr
+    assert "resumed from step 6 (" in resumed.stderr
     assert_same_run(torch.load(parent / "run" / "final.pt"), ref0)
     assert_same_run(torch.load(parent / "run" / "final.rank1.pt"), ref1)
     assert_same_weights(ref0, ref1)  # the ranks agree
@@ -284,6 +284,24 @@ def test_torchrun_m_torchlingo_train_writes_one_run_directory_from_rank_0(data):
     assert {"config.yaml", "src_vocab.txt", "tgt_vocab.txt", "checkpoints", "metrics.json", "test.hyp"} <= names
     assert len([n for n in names if n.startswith("events.out.tfevents")]) == 1  # one TensorBoard writer
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.pt", "last.pt"}
+    logged = (run / "train.log").read_text(encoding="utf-8")
+    assert logged.count("environment: ") == 1 and logged.count(" epoch 1 | step 6 |") == 1  # rank 0 alone writes it
+    assert logged.count("epoch 1/1 | step 6 | loss ") == 1 and "2 process(es)" in logged
+
+
+def test_torchrun_trains_on_shards_that_rank_0_alone_prepares(data):
+    """prepared_data: auto under torchrun: rank 0 prepares the shards once while rank 1 waits, then rank 1 opens
+    them; both train from them, the same number of steps (96 pairs, 8 a batch: 12 batches, 6 a rank), to the same
+    weights."""
+    config = write_config(data / "shards", data / "data", prepared_data="auto", experiment_name="shards")
+    proc = launch(DRIVER, "cli", "record", "train", config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.findall(r"PREPARING rank \d", proc.stdout) == ["PREPARING rank 0"]
+    run = data / "shards" / "runs" / "shards"
+    assert (run / "data" / "manifest.json").is_file() and proc.stdout.count("test BLEU") == 1
+    ranks = torch.load(run / "final.pt"), torch.load(run / "final.rank1.pt")
+    assert [(r["dataset"], r["steps"], r["batches"]) for r in ranks] == [("ShardedDataset", 6, 6)] * 2
+    assert_same_weights(*ranks)
 
 
 def test_an_error_on_one_rank_is_one_line_and_no_rank_hangs(data):

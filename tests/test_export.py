@@ -12,8 +12,11 @@ from torchlingo.cli import main
 from torchlingo.config import Config
 from torchlingo.data_processing.batching import pad_batch
 from torchlingo.data_processing.vocab import Vocab
+from torchlingo.export import AS_TORCHLINGO as CT2_GREEDY  # <pad>, <s> never generated; </s> may come first
+from torchlingo.export import CTranslate2Translator
 from torchlingo.models import SimpleTransformer
 from torchlingo.search import greedy_decode, max_lengths, position_limit
+from torchlingo.translator import DecodingSettings
 
 try:
     import ctranslate2
@@ -28,10 +31,6 @@ def test_without_ctranslate2_export_fails_in_one_line(tmp_path, monkeypatch, cap
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install" in err and "Traceback" not in err
-
-
-# As torchlingo decodes: <pad> and <s> are never generated, and </s> may come first (an empty translation).
-CT2_GREEDY = {"suppress_sequences": [["<pad>"], ["<s>"]], "min_decoding_length": 0}
 
 
 def agreement(ckpt, out, sources: list[list[int]]) -> tuple[int, list]:
@@ -95,3 +94,9 @@ def test_ctranslate2_greedy_equals_ours_on_a_sharp_random_model(tmp_path):
     same, ours = agreement(tmp_path / "random.pt", tmp_path / "ct2", sources)
     assert same >= 0.99 * len(sources), (same, len(sources))
     assert len({tuple(o) for o in ours}) > 40
+    # CTranslate2Translator: batches of mixed lengths decoded side by side, each hypothesis cut at its own limit.
+    settings = DecodingSettings(beam_size=1, max_len_a=1.5, max_len_b=5)
+    positions = model.positions.size(0)
+    ct2 = CTranslate2Translator(tmp_path / "ct2", src_vocab, tgt_vocab, settings, positions, 16, inter_threads=2)
+    same = sum(a == b for a, b in zip(ct2.decode_ids(sources), ours))
+    assert same >= 0.99 * len(sources), (same, len(sources))

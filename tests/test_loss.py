@@ -147,3 +147,42 @@ def test_fused_loss_under_no_grad_equals_the_training_loss():
         without, _ = sequence_loss(model, src, tgt, 0, 0.1)
     assert with_grad.requires_grad and not without.requires_grad
     torch.testing.assert_close(without, with_grad.detach(), rtol=1e-12, atol=0)
+
+
+def test_reused_logits_buffer_gives_the_same_loss_and_gradients_as_fresh_logits():
+    """LabelSmoothedCrossEntropy keeps one logits block across steps of varying size: same numbers as without it."""
+    from torchlingo.loss import LabelSmoothedCrossEntropy
+
+    torch.manual_seed(0)
+    proj = torch.nn.Linear(8, 50, bias=False).double()
+    kept, fresh = LabelSmoothedCrossEntropy(0, 0.1), LabelSmoothedCrossEntropy(0, 0.1)
+    sizes = []
+    for rows in (30, 7, 41, 12):  # grows, shrinks, grows past the 1/8 slack, shrinks
+        hidden = torch.randn(2, rows, 8, dtype=torch.float64, requires_grad=True)
+        targets = torch.randint(0, 50, (2, rows))
+        results = []
+        for loss_fn in (kept, fresh):
+            fresh.logits_buffer.block = None  # the reference allocates anew every step
+            proj.zero_grad()
+            loss, n = loss_fn(hidden, proj, targets)
+            (g_hidden,) = torch.autograd.grad(loss, hidden, retain_graph=True)
+            loss.backward()
+            results.append((loss.item(), int(n), g_hidden, proj.weight.grad.clone()))
+        (a_loss, a_n, a_gh, a_gw), (b_loss, b_n, b_gh, b_gw) = results
+        assert (a_loss, a_n) == (b_loss, b_n)
+        assert torch.equal(a_gh, b_gh) and torch.equal(a_gw, b_gw)
+        sizes.append(kept.logits_buffer.block.numel())
+    assert sizes[0] == sizes[1] >= 2 * 30 * 50  # the smaller batch reused the block
+    assert sizes[2] >= 2 * 41 * 50 > sizes[1] and sizes[3] == sizes[2]
+
+
+def test_a_backward_after_its_logits_were_overwritten_is_refused():
+    """Two forwards before one backward would share the block: autograd's version check stops it loudly."""
+    from torchlingo.loss import LabelSmoothedCrossEntropy
+
+    proj = torch.nn.Linear(8, 20, bias=False)
+    loss_fn = LabelSmoothedCrossEntropy(0, 0.1)
+    first, _ = loss_fn(torch.randn(1, 5, 8, requires_grad=True), proj, torch.randint(1, 20, (1, 5)))
+    loss_fn(torch.randn(1, 5, 8, requires_grad=True), proj, torch.randint(1, 20, (1, 5)))
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        first.backward()

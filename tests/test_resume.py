@@ -73,7 +73,7 @@ def test_sigkill_then_resume_is_bitwise_identical(reference, fault, resume_step)
 
     resumed = run_driver(parent, root / "data", "none", "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert f"at step {resume_step} " in resumed.stderr
+    assert f"resumed from step {resume_step} (" in resumed.stderr
     assert not list(ckpts.glob(".*.tmp"))  # the stale temporary file was cleaned up at start-up
     assert_same_run(torch.load(parent / "run" / "final.pt"), ref)
     # Optimizer moments, schedule, early-stopping counter and RNG end identical too.
@@ -105,7 +105,7 @@ def test_sigterm_then_resume_is_bitwise_identical(reference):
     assert proc.returncode == 143
     resumed = run_driver(parent, root / "data", "none", "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert "at step 5 " in resumed.stderr
+    assert "resumed from step 5 (" in resumed.stderr
     assert_same_run(torch.load(parent / "run" / "final.pt"), ref)
 
 
@@ -145,7 +145,7 @@ def test_cli_sigkill_then_resume_is_bitwise_identical(reference, fault, resume_s
     assert torch.load(ckpts / "last.pt", weights_only=True)["position"]["step"] == resume_step
     resumed = cli("train", str(configs[name]), "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert f"at step {resume_step} " in resumed.stderr
+    assert f"resumed from step {resume_step} (" in resumed.stderr
     got, want = torch.load(ckpts / "last.pt", weights_only=True), torch.load(ref_last, weights_only=True)
     assert want["position"]["step"] == 24
     for key, value in want["model"].items():

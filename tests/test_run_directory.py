@@ -138,7 +138,7 @@ def test_resume_refuses_changed_training_data_unless_accepted(root, monkeypatch,
 
     assert main(["train", str(config), "--resume", "--accept-data-change"]) == 0
     assert "--accept-data-change accepted (train.tsv: 65 -> 66 lines" in torchlingo_logs.text
-    assert "at step 4 (epoch 1, batch 0)" in torchlingo_logs.text  # the checkpoint's epoch restarts
+    assert "resumed from step 4 (epoch 1, batch 0)" in torchlingo_logs.text  # the checkpoint's epoch restarts
     last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert last["run_info"]["corpus"][0]["lines"] == 66 and last["run_info"]["train_pairs"] == 65
     assert "--accept-data-change: only with --resume" in fails(capsys, ["train", str(config), "--accept-data-change"])

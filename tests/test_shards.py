@@ -4,6 +4,7 @@ damaged, and training on them bitwise equal to training in memory (resume includ
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,28 +66,59 @@ def test_round_trip_equals_in_memory_dataset(tmp_path, tokenizer, parallel):
     assert [v.to_state() for v in (sh.src_vocab, sh.tgt_vocab)] == [v.to_state() for v in (ds.src_vocab, ds.tgt_vocab)]
 
 
-def test_workers_write_the_same_files(tmp_path):
-    train, _ = _corpus(tmp_path, False)
-    config = Config(train_file=train, tokenizer="sentencepiece", vocab_size=60, bad_lines="skip")
+@pytest.mark.parametrize("tokenizer, parallel", [("sentencepiece", False), ("word", True)])
+def test_workers_write_the_same_files(tmp_path, tokenizer, parallel):
+    """The corpus is cut into parts (several here) read by the workers: 1 and 2 workers write the same bytes, bad
+    lines and long pairs skipped included."""
+    train, langs = _corpus(tmp_path, parallel)
+    config = Config(train_file=train, tokenizer=tokenizer, vocab_size=60, max_len=7, bad_lines="skip", **langs)
     import torchlingo.data_processing.shards as shards
 
-    old, shards.CHUNK_PAIRS = shards.CHUNK_PAIRS, 37  # several chunks
+    old, shards.CHUNK_PAIRS = shards.CHUNK_PAIRS, 37  # several parts
     try:
-        prepare_shards(config, tmp_path / "one", workers=1)
+        one = prepare_shards(config, tmp_path / "one", workers=1)
         prepare_shards(config, tmp_path / "two", workers=2)
     finally:
         shards.CHUNK_PAIRS = old
-    for name in ("src.bin", "tgt.bin", "src.off.npy", "tgt.len.npy", "manifest.json", "spm.model"):
+    assert one["skipped"] == NMTDataset(train, config=config, max_len=7).skipped and len(one["skipped"]) >= 3
+    names = ("src.bin", "tgt.bin", "src.off.npy", "tgt.len.npy", "manifest.json") + tuple(one["tokenizer_files"])
+    for name in names:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
 
 
-def test_bad_line_error_is_the_in_memory_one(tmp_path):
+def test_sample_drawn_in_parts_is_the_streamed_reservoir(tmp_path):
+    """The SentencePiece sample, drawn from counted parts, is the one Algorithm R draws from the streamed pairs."""
+    import random
+
+    import torchlingo.data_processing.shards as shards
+    from torchlingo.data_processing.dataset import _LineChecker, iter_pairs
+
+    train, _ = _corpus(tmp_path, False)
+    config = Config(train_file=train, bad_lines="skip")
+    k, rng, expected = 50, random.Random(7), []
+    for seen, (_, s, t) in enumerate(iter_pairs(Path(train), _LineChecker("skip"), []), start=1):
+        if len(expected) < k:
+            expected.append((s, t))
+        elif (j := rng.randrange(seen)) < k:
+            expected[j] = (s, t)
+        total = seen
+    old, shards.CHUNK_PAIRS = shards.CHUNK_PAIRS, 37
+    try:
+        for workers in (1, 2):
+            sample, seen = shards._sample(shards._Corpus(Path(train), config, workers), k, 7)
+            assert sample == expected and seen == total == 299, workers
+    finally:
+        shards.CHUNK_PAIRS = old
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_bad_line_error_is_the_in_memory_one(tmp_path, workers):
     train, _ = _corpus(tmp_path, False)
     config = Config(train_file=train, tokenizer="word")
     with pytest.raises(DataError) as memory:
         NMTDataset(train, config=config)
     with pytest.raises(DataError) as prepared:
-        prepare_shards(config, tmp_path / "shards")
+        prepare_shards(config, tmp_path / "shards", workers=workers)
     assert str(prepared.value) == str(memory.value) and ":11:" in str(memory.value)
 
 
@@ -208,3 +240,31 @@ def test_prepare_command_reports_up_to_date(tmp_path):
     broken = run_module("train", str(config), "--set", "prepared_data=auto")
     assert broken.returncode == 2 and str(tmp_path / "shared" / "src.bin") in broken.stderr
     assert len(broken.stderr.strip().splitlines()[-1:]) == 1
+
+
+def test_scan_cuts_files_at_line_starts(tmp_path, monkeypatch):
+    """scan's fingerprint is LineReader's, and the spans it cuts (blocks smaller than lines here) read the same
+    lines, with or without a final newline or a byte-order mark."""
+    import torchlingo.data_processing.textfile as textfile
+
+    monkeypatch.setattr(textfile, "BLOCK", 5)
+    for data in (b"", b"a\n", b"\xef\xbb\xbfab\n\ncd\r\nefg", b"x\n" * 9, b"one\ntwo\nthree\n\nfour"):
+        path = tmp_path / "f.txt"
+        path.write_bytes(data)
+        for every in (1, 2, 3, 4):
+            reader = textfile.LineReader(path)
+            lines = list(reader)
+            fingerprint, cuts = textfile.scan(path, every)
+            assert fingerprint == reader.fingerprint()
+            spans = [(a, b, i * every) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+            parts = [list(textfile.LineReader(path, span)) for span in spans]
+            assert [line for part in parts for line in part] == lines and cuts[-1] == len(data)
+
+
+def test_prepare_refuses_a_pipe(tmp_path):
+    import os
+
+    fifo = tmp_path / "train.tsv"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="not a regular file"):
+        prepare_shards(Config(train_file=str(fifo), tokenizer="word"), tmp_path / "shards")

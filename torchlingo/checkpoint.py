@@ -12,8 +12,9 @@ import os
 import pickle
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
 
@@ -43,7 +44,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, keep_previous: bool
         with atomic_write(path, "wb", before_replace=keep) as f:
             writer = _Writer(f)
             try:
-                torch.save({"format_version": FORMAT_VERSION, **state}, writer)
+                torch.save({"format_version": FORMAT_VERSION, **state}, cast(IO[bytes], writer))  # needs write, flush
             except RuntimeError as e:  # torch turns a failed write (disk full) into an opaque RuntimeError
                 raise writer.error or OSError(_reason(e)) from None
     except OSError as e:
@@ -258,7 +259,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
     return model.to(map_location).eval(), vocabs[0], vocabs[1], state
 
 
-def _build_model(path: Path, state: dict):
+def _build_model(path: str | Path, state: dict):
     from .models import SimpleTransformer
 
     args = state.get("model_args")
@@ -271,7 +272,7 @@ def _build_model(path: Path, state: dict):
         raise CheckpointError(f"{path}: its model_args do not describe a model ({first_line(e)})") from None
 
 
-def _check_tensors(path: Path, expected: dict, stored: dict) -> None:
+def _check_tensors(path: str | Path, expected: dict, stored: dict) -> None:
     """Name the first tensor that is missing, extra or of another shape than the model its model_args build."""
     missing = [k for k in expected if k not in stored]
     if missing:
@@ -330,7 +331,7 @@ def last_checkpoints(run_dir: str | Path, n: int) -> list[Path]:
     return found[-n:]
 
 
-def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
+def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
     """The last checkpoint given, with its model weights replaced by the mean over all of them (in float64).
 
     The checkpoints must describe the same model (model_args, tensor names and shapes) and the same vocabularies;

@@ -43,7 +43,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise TorchlingoError("--accept-data-change: only with --resume (a new run reads its data as it is)")
     config = Config.from_yaml(args.config, args.set)
     metrics = run_experiment(
-        config, resume=args.resume, overwrite=args.overwrite, accept_data_change=args.accept_data_change
+        config,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        accept_data_change=args.accept_data_change,
+        train_log=True,  # the console's lines, with timestamps, also in RUN_DIR/train.log
     )
     if not is_writer():
         return 0  # under torchrun rank 0 reports

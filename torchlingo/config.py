@@ -539,7 +539,8 @@ def describe_fields() -> list[tuple[str, str, str, Any, str]]:
     hints = typing.get_type_hints(Config)
     rows = []
     for f in dataclasses.fields(Config):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        # mypy cannot narrow default_factory from MISSING (a _MISSING_TYPE instance, not a type or a literal)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         rows.append(
             (
                 f.metadata["group"],

@@ -29,11 +29,15 @@ import logging
 import os
 import re
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.distributed as dist
 
 from .errors import ConfigError, TrainingError, first_line
+
+if TYPE_CHECKING:
+    from torch.nn.parallel import DistributedDataParallel
 
 log = logging.getLogger("torchlingo")
 
@@ -130,7 +134,7 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     new_name = "forward_sync_buffers" in inspect.signature(DDP).parameters  # torch >= 2.12; the old name warns
-    buffers = {"forward_sync_buffers" if new_name else "broadcast_buffers": False}
+    buffers: dict[str, Any] = {"forward_sync_buffers" if new_name else "broadcast_buffers": False}
     with peer_failures_as_errors():
         return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, **buffers)
 
@@ -140,7 +144,7 @@ def gradient_sync(module: torch.nn.Module, sync: bool):
     micro-batch of an optimizer step); the others accumulate locally (`no_sync`)."""
     if sync or not hasattr(module, "no_sync"):
         return contextlib.nullcontext()
-    return module.no_sync()
+    return cast("DistributedDataParallel", module).no_sync()  # the module wrap() gave: DDP has no_sync
 
 
 # -- agreements -----------------------------------------------------------------------------------------------
@@ -206,7 +210,7 @@ def gather_to_writer(obj) -> list | None:
         return [obj]
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    out = [None] * world_size() if is_writer() else None
+    out: list[Any] | None = [None] * world_size() if is_writer() else None
     with peer_failures_as_errors():
         dist.gather_object(buffer.getvalue(), out, dst=0, group=_cpu_group)
     return [torch.load(io.BytesIO(b), weights_only=True) for b in out] if out is not None else None

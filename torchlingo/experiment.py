@@ -1,8 +1,8 @@
 """One whole experiment, as `torchlingo train` runs it: tokenizer, data, model, training, test translation, scores.
 
 Everything of the run goes to `config.run_dir`: the resolved `config.yaml`, the tokenizer files, `checkpoints/`,
-TensorBoard events, `test.hyp` and `metrics.json` (`rundir.py` says what may be there and locks it; `runinfo.py`
-what a resume checks). Python users can call `run_experiment(config)` directly.
+TensorBoard events, `train.log` (from the CLI), `test.hyp` and `metrics.json` (`rundir.py` says what may be there
+and locks it; `runinfo.py` what a resume checks). Python users can call `run_experiment(config)` directly.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import math
 from pathlib import Path
 
-from . import distributed, environment, rundir, runinfo
+from . import distributed, environment, logs, rundir, runinfo
 from .checkpoint import find_resumable, load_checkpoint
 from .config import Config
 from .data_processing import NMTDataset, load_vocab, make_loader
@@ -46,19 +46,29 @@ def load_train_data(config: Config, src_vocab=None, tgt_vocab=None):
 
 
 def run_experiment(
-    config: Config, resume: bool = False, overwrite: bool = False, accept_data_change: bool = False
+    config: Config,
+    resume: bool = False,
+    overwrite: bool = False,
+    accept_data_change: bool = False,
+    train_log: bool = False,
 ) -> dict:
     """Train (or resume) the run described by `config`, translate its test set, and return metrics.json's contents.
 
     The run directory is locked for the whole call (a second process on it fails at once, naming this one).
     `accept_data_change` lets a resume go on with training data or batching other than the checkpoint's: the
-    weights are kept and the checkpoint's epoch restarts with the new data. Under torchrun, rank 0 alone locks and
-    prepares the run directory and writes the tokenizer; the other ranks wait for it, then read what it wrote."""
+    weights are kept and the checkpoint's epoch restarts with the new data. `train_log` (what `torchlingo train`
+    does) also writes the torchlingo logger's lines to run_dir/train.log for this call: a new file for a new run,
+    appended to on a resume. Under torchrun, rank 0 alone locks and prepares the run directory, writes train.log and
+    the tokenizer; the other ranks wait for it, then read what it wrote."""
     if not config.train_file:
         raise ConfigError("train_file: must be set to train (a TSV file, or a prefix with src_lang/tgt_lang)")
     distributed.setup(resolve_device(config.device))  # under torchrun: join the process group; else nothing
     distributed.wait_for_writer()  # released by rank 0's writer_ready() in _run, once the tokenizer is written
-    with rundir.prepare(config, resume, overwrite) if distributed.is_writer() else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        if distributed.is_writer():
+            stack.enter_context(rundir.prepare(config, resume, overwrite))
+            if train_log:  # opened once the directory is locked and checked (--overwrite has cleared it)
+                stack.enter_context(logs.log_to_file(config.run_dir / logs.TRAIN_LOG, append=resume))
         return _run(config, config.run_dir, resume, accept_data_change)
 
 
@@ -66,6 +76,7 @@ def _training_data(config: Config, run_dir: Path, state: dict | None, resume_fro
     """(training set, source vocabulary, target vocabulary): a resume's come from its checkpoint; a new run's rank 0
     trains the tokenizer and saves it, and the other ranks read what it saved."""
     if state is not None:
+        assert resume_from is not None  # the state was loaded from it
         runinfo.check_config(config, state, resume_from)
         src_vocab, tgt_vocab = runinfo.resume_tokenizers(config, run_dir, state, resume_from)
         train = load_train_data(config, src_vocab, tgt_vocab)
@@ -88,7 +99,11 @@ def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) 
     train, src_vocab, tgt_vocab = _training_data(config, run_dir, state, resume_from)
     distributed.writer_ready()
     run_info = runinfo.build_run_info(config, train)
-    restart_epoch = state is not None and runinfo.check_data(state, run_info, resume_from, accept_data_change)
+    restart_epoch = (  # a state comes with the checkpoint it was loaded from
+        state is not None
+        and resume_from is not None
+        and runinfo.check_data(state, run_info, resume_from, accept_data_change)
+    )
     del state  # the weights are loaded again by train_model
     val = NMTDataset(config.val_file, src_vocab, tgt_vocab, config) if config.val_file else None
     # The test set is read now so that a bad test file stops the run before training, not after it.

@@ -14,10 +14,12 @@ concatenates them, so ours is stored as the model's position encodings), and the
 
 CTranslate2 does not forbid <pad> and <s> in its outputs as torchlingo's decoders do; a trained model does not
 predict them, so the translations agree (tests/test_export.py checks it on a small trained model in fp32).
+`CTranslate2Translator` runs an exported folder with torchlingo's tokenizers and decoding settings, text in and out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -135,3 +137,71 @@ def export_ctranslate2(checkpoint: str | Path, output: str | Path, quantization:
     src_vocab.save(output / f"source_tokenizer{suffix}")
     tgt_vocab.save(output / f"target_tokenizer{suffix}")
     return output
+
+
+# As torchlingo decodes: <pad> and <s> are never generated, and </s> may come first (an empty translation).
+AS_TORCHLINGO = {"suppress_sequences": [["<pad>"], ["<s>"]], "min_decoding_length": 0}
+
+
+class CTranslate2Translator:
+    """An exported folder run by CTranslate2 on CPU, text in and out with torchlingo's tokenizers and decoding
+    settings (`settings`: a `DecodingSettings`): sources sorted by length in batches of `max_sentences`,
+    submitted at once (so `inter_threads` workers decode batches side by side), each hypothesis cut at its own
+    max_len_a * (source length + 2) + max_len_b tokens (CTranslate2 takes one limit per batch).
+
+    `options` go to `ctranslate2.Translator` (compute_type, inter_threads, intra_threads). Beam search and its
+    length penalty are CTranslate2's (an exponent, where torchlingo's is GNMT's, with the same alpha). Sources
+    longer than the position table are truncated (`Translator` translates them in pieces), and an empty source
+    gives an empty translation (CTranslate2 skips it; `Translator` decodes <s> </s>).
+    """
+
+    def __init__(self, folder, src_vocab, tgt_vocab, settings, max_positions: int, max_sentences: int = 64, **options):
+        self.model = _ctranslate2().Translator(str(folder), device="cpu", **options)
+        self.src_vocab, self.tgt_vocab, self.settings = src_vocab, tgt_vocab, settings
+        self.max_positions, self.max_sentences = max_positions, max_sentences
+        self.src_tokens = vocab_tokens(src_vocab)
+        self.tgt_ids = {token: i for i, token in enumerate(vocab_tokens(tgt_vocab))}
+
+    @classmethod
+    def like(cls, translator, folder, **options) -> CTranslate2Translator:
+        """The CTranslate2 counterpart of a torchlingo `Translator`: its vocabularies, settings and batch size."""
+        positions = translator.model.positions.size(0)
+        return cls(
+            folder,
+            translator.src_vocab,
+            translator.tgt_vocab,
+            translator.settings,
+            positions,
+            translator.max_sentences or 64,
+            **options,
+        )
+
+    def translate(self, sentences: Sequence[str]) -> list[str]:
+        """The best translation of each sentence, in input order."""
+        ids = self.decode_ids(self.src_vocab.encode_many(list(sentences)) if sentences else [])
+        return [self.tgt_vocab.decode(i) for i in ids]
+
+    def decode_ids(self, src_ids: Sequence[Sequence[int]]) -> list[list[int]]:
+        """Source token ids in, the best hypothesis's target ids (without </s>) out, in input order."""
+        s = self.settings
+        limits = [min(int(s.max_len_a * (len(i) + 2) + s.max_len_b), self.max_positions - 1) for i in src_ids]
+        order = sorted(range(len(src_ids)), key=lambda i: -len(src_ids[i]))
+        groups = [order[i : i + self.max_sentences] for i in range(0, len(order), self.max_sentences)]
+        pending = [self._submit([src_ids[i] for i in g], max(limits[i] for i in g)) for g in groups]
+        out: list[list[int]] = [[] for _ in src_ids]
+        for group, results in zip(groups, pending):
+            for i, result in zip(group, results):
+                out[i] = [self.tgt_ids[t] for t in result.result().hypotheses[0][: limits[i]]]
+        return out
+
+    def _submit(self, batch: list[Sequence[int]], limit: int) -> list:
+        """Start translating one batch on a free worker: its pending (asynchronous) results."""
+        return self.model.translate_batch(
+            [[self.src_tokens[t] for t in ids] for ids in batch],
+            asynchronous=True,
+            beam_size=self.settings.beam_size,
+            length_penalty=self.settings.length_penalty,
+            max_input_length=self.max_positions - 2,
+            max_decoding_length=limit,
+            **AS_TORCHLINGO,
+        )

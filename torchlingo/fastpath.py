@@ -10,16 +10,13 @@
   (Multi30k 3+3 x 256, 8k vocabulary, fp32 CPU, 1 thread: greedy 1.5-1.7x, beam 5 1.46x; BLEU on 200 test
   sentences 35.3 -> 35.5 greedy, 35.9 -> 36.1 beam 5; quantizing the tied output projection too is most of the
   gain, at no BLEU cost).
-- `keep_freed_memory`: glibc keeps freed blocks for reuse instead of page-faulting fresh ones every step (the
-  vocabulary softmax was 3x slower without it).
+- (in loss.py) `LogitsBuffer`: the fused loss's logits reuse one block instead of page-faulting a fresh one per step.
 
 Each has an equivalence test in tests/test_fast_path.py or tests/test_decoding.py.
 """
 
 from __future__ import annotations
 
-import ctypes
-import sys
 import warnings
 
 import torch
@@ -50,23 +47,6 @@ def attention_in_fp32(x: torch.Tensor) -> bool:
         x.dtype == torch.bfloat16
         or (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
     )
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc to keep freed memory for reuse instead of handing it back to the OS (Linux only; True if applied).
-
-    By default every tensor over 32 MB (a batch's vocabulary logits) is a fresh mmap whose pages fault in one by one
-    and are unmapped again when freed: on our 2-core CPUs that made the softmax over the vocabulary 3x slower and
-    cost about a quarter of each training step. With mmap off and a high trim threshold those blocks are reused.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 _OPS = torch.ops.mkldnn

@@ -9,11 +9,13 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb", before_replace: Callable[[], None] | None = None) -> Iterator[IO]:
+def atomic_write(
+    path: str | Path, mode: str = "wb", before_replace: Callable[[], None] | None = None
+) -> Iterator[IO[Any]]:
     """Yield a temporary file beside `path` (opened with `mode`); when the block ends without an error it is flushed,
     fsynced and renamed over `path`. On an error the temporary file is removed and `path` is left as it was.
     `before_replace` runs just before the rename (checkpoints keep their previous version with it)."""
@@ -22,7 +24,7 @@ def atomic_write(path: str | Path, mode: str = "wb", before_replace: Callable[[]
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, _mode_for(path))  # mkstemp makes the file private (0600); a plain open() would not
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

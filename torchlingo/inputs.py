@@ -65,7 +65,7 @@ def checkpoint_path(path: str | Path) -> Path:
     )
 
 
-def run_test_set(run_dir: str | Path):
+def run_test_set(run_dir: str | Path) -> tuple[str, str]:
     """(source, reference) files of a run's test set, from RUN_DIR/config.yaml: the TSV twice, or the two text
     files of a parallel pair."""
     from .config import Config

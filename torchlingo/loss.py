@@ -20,6 +20,7 @@ class LabelSmoothedCrossEntropy(torch.nn.Module):
     def __init__(self, pad_idx: int = 0, label_smoothing: float = 0.0):
         super().__init__()
         self.pad_idx, self.label_smoothing = pad_idx, label_smoothing
+        self.logits_buffer = LogitsBuffer()  # the fused path's logits reuse one allocation from step to step
 
     def forward(
         self, hidden: torch.Tensor, output_proj: torch.nn.Module, targets: torch.Tensor
@@ -38,7 +39,8 @@ class LabelSmoothedCrossEntropy(torch.nn.Module):
             # fp16 needs the loss scale inside the logits' gradient, which the fused path keeps unscaled
             logits = output_proj(hidden).float()
             return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing, reduction="sum")
-        return ProjectedCrossEntropy.apply(hidden, output_proj.weight, targets, self.label_smoothing, dtype)
+        buffer = self.logits_buffer if hidden.device.type == "cpu" else None  # CUDA's allocator caches already
+        return ProjectedCrossEntropy.apply(hidden, output_proj.weight, targets, self.label_smoothing, dtype, buffer)
 
 
 def sequence_loss(
@@ -52,6 +54,26 @@ def sequence_loss(
     return LabelSmoothedCrossEntropy(pad_idx, label_smoothing)(hidden, model.output_proj, tgt[:, 1:])
 
 
+class LogitsBuffer:
+    """One reusable block of memory for the (tokens x vocabulary) logits of the fused loss, on CPU.
+
+    The logits are the one tensor of a training step over glibc's 32 MB mmap limit: allocated fresh, their pages
+    fault in one by one at every step (the vocabulary softmax ran 3x slower). Keeping this one block, sized to the
+    largest batch so far, removes that cost without touching the process's allocator (which made memory grow).
+    A step's logits are saved for its backward; autograd refuses (rather than miscomputes) a backward whose
+    logits a later forward has overwritten."""
+
+    def __init__(self):
+        self.block: torch.Tensor | None = None
+
+    def take(self, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
+        """A (rows, cols) tensor of `like`'s dtype and device, in the kept block (grown by 1/8 when too small)."""
+        need, block = rows * cols, self.block
+        if block is None or block.numel() < need or block.dtype != like.dtype or block.device != like.device:
+            block = self.block = like.new_empty(need + need // 8)
+        return block[:need].view(rows, cols)
+
+
 class ProjectedCrossEntropy(torch.autograd.Function):
     """sum over rows of label-smoothed cross-entropy(hidden @ weight.T, targets), with the softmax in fp32.
 
@@ -62,9 +84,12 @@ class ProjectedCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, label_smoothing: float, dtype: torch.dtype):
+    def forward(ctx, hidden, weight, targets, label_smoothing: float, dtype: torch.dtype, buffer=None):
         h, w = hidden.to(dtype), weight.to(dtype)
-        logits = h @ w.t()
+        if buffer is None:
+            logits = h @ w.t()
+        else:
+            logits = torch.mm(h, w.t(), out=buffer.take(h.size(0), w.size(0), h))
         vocab, total = w.size(0), hidden.new_zeros((), dtype=torch.float32 if dtype != torch.float64 else dtype)
         differentiate = any(ctx.needs_input_grad[:2])  # not under no_grad (validation)
         for start in range(0, logits.size(0), _CHUNK):
@@ -87,4 +112,4 @@ class ProjectedCrossEntropy(torch.autograd.Function):
         grad_logits, h, w = ctx.saved_tensors
         grad_hidden = (grad_logits @ w).to(ctx.dtypes[0]).mul_(grad_total)
         grad_weight = (grad_logits.t() @ h).to(ctx.dtypes[1]).mul_(grad_total)
-        return grad_hidden, grad_weight, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None

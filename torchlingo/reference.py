@@ -76,7 +76,7 @@ def reference_beam(
         flat = torch.tensor([score for score, _ in beams], dtype=logp.dtype, device=src.device)[:, None] + logp
         flat = torch.cat([flat, flat.new_full((beam_size - len(beams), vocab), -math.inf)]).view(-1)
         top_scores, top_idx = flat.topk(min(2 * beam_size, flat.numel()))
-        new_beams = []
+        new_beams: list[tuple[float, list[int]]] = []
         for rank, (score, idx) in enumerate(zip(top_scores.tolist(), top_idx.tolist())):
             beam, token = divmod(idx, vocab)
             if token == EOS_IDX:

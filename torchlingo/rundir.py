@@ -46,7 +46,7 @@ def tokenizer_files(config: Config) -> tuple[str, str]:
 
 def check_run_name(name: str) -> None:
     """experiment_name must be one directory name inside tensorboard_dir: not `.`, `..`, a path, or empty."""
-    separators = {"/", "\\", os.sep, os.altsep} - {None}
+    separators = {s for s in ("/", "\\", os.sep, os.altsep) if s}
     if name in (".", "..") or any(s in name for s in separators) or "\0" in name or not name.strip():
         raise ConfigError(
             f"experiment_name: {name!r} is not a plain directory name; the run directory is "
@@ -100,18 +100,18 @@ class RunLock:
             log.warning("%s: cannot lock (%s); not protected against a second process", self.path, first_line(e))
             return self
         self.fd = fd
-        self._write_holder()
+        self._write_holder(fd)
         return self
 
-    def _write_holder(self) -> None:
+    def _write_holder(self, fd: int) -> None:
         # Rewritten in place, not atomically: a rename would swap the inode that the lock is held on.
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "command": sys.argv[:8]}
         data = (json.dumps(info) + "\n").encode()
         try:
-            os.ftruncate(self.fd, 0)
-            os.pwrite(self.fd, data, 0)
-            os.fsync(self.fd)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+            os.fsync(fd)
         except OSError as e:
             log.warning("%s: cannot record the lock holder (%s)", self.path, first_line(e))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 from pathlib import Path
+from typing import cast
 
 from .config import Config
 from .data_processing.vocab import load_vocab, vocab_from_state, vocab_hash
@@ -56,7 +57,7 @@ def build_run_info(config: Config, train) -> dict:
 def check_config(config: Config, state: dict, checkpoint: Path) -> None:
     """A resume may change the budget (max_steps, num_epochs, ...) but not the tokenizer or the model's shape, as
     the checkpoint's own stored config records them."""
-    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    saved = state["config"] if isinstance(state.get("config"), dict) else {}
     now = config.to_dict(grouped=False)
     run_dir = checkpoint.parent.parent
     for key in FIXED_ON_RESUME:
@@ -155,7 +156,8 @@ def _content(entry: dict | None):
 
 def _file_change(old: dict | None, new: dict | None) -> str:
     if old is None or new is None:
-        return f"{(new or old)['file']} {'added' if old is None else 'gone'}"
+        entry = cast(dict, new or old)  # zip_longest padded the shorter list: the other one is a record
+        return f"{entry['file']} {'added' if old is None else 'gone'}"
     if (old["lines"], old["bytes"]) != (new["lines"], new["bytes"]):
         return f"{new['file']}: {old['lines']} -> {new['lines']} lines, {old['bytes']} -> {new['bytes']} bytes"
     return f"{new['file']}: same size, other content"

@@ -7,6 +7,7 @@ import logging
 import random
 import signal
 import threading
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -87,13 +88,14 @@ class Precision:
 
 def build_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optimizer:
     """Adam or AdamW; weight decay only on matrices (not biases, norms or embeddings); fused kernels where supported."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (decay if p.dim() >= 2 and "embed" not in name else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    kwargs = dict(lr=config.learning_rate, betas=tuple(config.adam_betas), eps=config.adam_eps)
+    kwargs: dict[str, Any] = dict(lr=config.learning_rate, betas=tuple(config.adam_betas), eps=config.adam_eps)
     device = next(model.parameters()).device
     if device.type in ("cpu", "cuda"):
         try:
@@ -111,7 +113,7 @@ def seed_everything(seed: int) -> None:
 
 def capture_rng() -> dict:
     """Every random state that affects training (python, numpy, torch CPU and CUDA), as checkpointable values."""
-    np_state = np.random.get_state()
+    np_state = cast(tuple, np.random.get_state())  # the legacy tuple (name, keys, pos, has_gauss, gauss)
     state = {
         "python": random.getstate(),
         "torch": torch.get_rng_state(),

@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -41,7 +42,6 @@ from .checkpoint import (
 )
 from .config import Config
 from .errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted, first_line
-from .fastpath import keep_freed_memory
 from .loss import LabelSmoothedCrossEntropy
 from .runtime import (
     Precision,
@@ -119,8 +119,8 @@ class LossMeter:
 
     def take_interval(self) -> tuple[float, int]:
         """(mean loss, tokens) of the interval since the last call, over all ranks, and start a new one."""
-        loss, tokens = distributed.sum_over_ranks(self.interval_loss, self.interval_tokens)
-        tokens = int(tokens.item())
+        loss, token_sum = distributed.sum_over_ranks(self.interval_loss, self.interval_tokens)
+        tokens = int(token_sum.item())
         mean = (loss / max(tokens, 1)).item()
         self.interval_loss.zero_()
         self.interval_tokens.zero_()
@@ -197,8 +197,6 @@ class Trainer:
         self.config, self.train_loader, self.val_loader = config, train_loader, val_loader
         self.device = distributed.setup(resolve_device(config.device))  # torchrun: cuda:LOCAL_RANK, process group
         self.model = model.to(self.device)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # large tensors are reused instead of page-faulted in every step
         self.ddp = distributed.wrap(self.model, self.device)  # several ranks: DistributedDataParallel, else model
         self.forward = torch.compile(self.ddp) if config.compile else self.ddp
         self.loss_fn = LabelSmoothedCrossEntropy(config.pad_idx, config.label_smoothing)
@@ -278,7 +276,8 @@ class Trainer:
     # -- around the steps ---------------------------------------------------------------------------------
     def start_session(self) -> None:
         self.model.train()
-        self.logger = RunLogger(self.config, start_step=self.pos.step, total_steps=self.total_steps)
+        steps_per_epoch = math.ceil(self.batches_per_epoch / self.config.accumulation_steps)
+        self.logger = RunLogger(self.config, self.pos.step, self.total_steps, steps_per_epoch)
         if self.config.eval_bleu and self.val_loader is not None:  # val/bleu, val/chrf, sample translations
             from .evaluation import BleuValidator
 
@@ -308,6 +307,7 @@ class Trainer:
         if pos.batch == 0:
             pos.epoch_rng = capture_rng()
         resume_rng = capture_rng() if pos.batch else None
+        assert pos.epoch_rng is not None  # captured above at batch 0, else restored with the resumed position
         restore_rng(pos.epoch_rng)
         batches = iter(self.train_loader)
         skipped = sum(1 for _ in itertools.islice(batches, pos.batch))
@@ -373,7 +373,8 @@ class Trainer:
     def log_interval(self) -> None:
         loss, tokens = self.meter.take_interval()
         self.result.target_tokens += tokens
-        self.logger.log_train(self.pos.step, loss, self.optimizer.param_groups[0]["lr"], tokens)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.logger.log_train(self.pos.step, loss, lr, tokens, epoch=self.pos.epoch + 1)
 
     def skip_update(self) -> None:
         """Drop the gradients of a step whose loss was NaN or infinite; too many in a row end the run."""
@@ -400,7 +401,7 @@ class Trainer:
         often a run validates never changes what it trains: a run stopped and extended equals the straight one."""
         pos, result = self.pos, self.result
         rng = capture_rng()
-        record = {"step": pos.step, "epoch": pos.epoch + 1}
+        record: dict[str, Any] = {"step": pos.step, "epoch": pos.epoch + 1}
         c = self.config
         record["val_loss"] = validation_loss(self.model, self.val_loader, self.device, self.precision, c.pad_idx)
         if distributed.is_writer():  # the validators (BLEU decoding) run once, on rank 0
@@ -502,7 +503,9 @@ class Trainer:
         if restart_epoch and self.pos.batch:
             self.pos.batch, self.pos.epoch_loss, self.pos.epoch_tokens = 0, 0.0, 0
         pos = self.pos
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", path, pos.step, pos.epoch + 1, pos.batch)
+        if pos.batch:
+            _warn_if_batch_order_changed(state.get("sampler"), self.train_loader, path)
+        log.info("resumed from step %d (epoch %d, batch %d) of %s", pos.step, pos.epoch + 1, pos.batch, path)
 
     def interrupt(self, signum: int) -> None:
         """A signal asked to stop: save last.pt where the loop is and raise TrainingInterrupted."""
@@ -525,13 +528,26 @@ def _planned_steps(batches_per_epoch: int, config: Config) -> int:
 
 def _set_epoch(loader, epoch: int) -> None:
     """Tell a seeded sampler (ours, or a DistributedSampler) which epoch it is, so the order depends on it."""
+    sampler: Any
     for sampler in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
 
 
-def _sampler_state(loader) -> dict | None:
+def _warn_if_batch_order_changed(saved: dict | None, loader, path) -> None:
+    """A mid-epoch checkpoint of a version that drew batches differently: the rest of the epoch cannot be exact."""
     sampler = getattr(loader, "batch_sampler", None)
+    now = getattr(sampler, "ORDER", None)
+    if isinstance(saved, dict) and now is not None and saved.get("order", 1) != now:
+        log.warning(
+            "%s: written by a torchlingo version that ordered batches differently; the rest of this epoch sees other "
+            "batches than the interrupted run would have (later epochs are as a new run would draw them)",
+            path,
+        )
+
+
+def _sampler_state(loader) -> dict | None:
+    sampler: Any = getattr(loader, "batch_sampler", None)
     return sampler.state_dict() if hasattr(sampler, "state_dict") else None
 
 

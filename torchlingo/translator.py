@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
 from .config import Config
 from .data_processing.batching import pad_batch
+from .data_processing.vocab import SentencePieceVocab, Vocab
 from .search import Ensemble, Hypothesis, Sampling, beam_search, gnmt_penalty, greedy_decode
 
 log = logging.getLogger("torchlingo")
@@ -72,9 +74,9 @@ class Translator:
 
     def __init__(
         self,
-        model,
-        src_vocab,
-        tgt_vocab,
+        model: torch.nn.Module | Ensemble,
+        src_vocab: Vocab | SentencePieceVocab,
+        tgt_vocab: Vocab | SentencePieceVocab,
         settings: DecodingSettings | None = None,
         *,
         device: str | torch.device = "cpu",
@@ -82,9 +84,8 @@ class Translator:
         max_sentences: int | None = None,
         progress: bool = True,
         sampling: Sampling | None = None,
-        **overrides,
-    ):
-        from .fastpath import keep_freed_memory
+        **overrides: Any,
+    ) -> None:
         from .runtime import resolve_device
 
         self.settings = dataclasses.replace(settings or DecodingSettings(), **overrides)
@@ -94,15 +95,13 @@ class Translator:
             self.model = Ensemble([_decoding_model(m, self.device, s.amp, s.quantize) for m in model.models])
         else:
             self.model = _decoding_model(model, self.device, s.amp, s.quantize)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # the growing KV caches are reused memory, not fresh pages at every step
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.n_best, self.max_sentences, self.progress = n_best, max_sentences, progress
         self.sampling = sampling
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path | Sequence[str | Path], settings: DecodingSettings | None = None, **overrides
+        cls, path: str | Path | Sequence[str | Path], settings: DecodingSettings | None = None, **overrides: Any
     ) -> Translator:
         """Model and vocabularies from a training checkpoint; decoding settings from its config unless `settings`
         is given, then `overrides` (settings fields, or the keywords of `Translator`: device, n_best, ...).
@@ -125,6 +124,7 @@ class Translator:
             else:
                 _check_same_vocabs(paths[0], vocabs, p, (src_vocab, tgt_vocab))
             models.append(model)
+        assert vocabs is not None and first_state is not None  # set by the first path (there is one at least)
         if settings is None:
             settings = DecodingSettings.from_config(first_state.get("config") or {})
         model = models[0] if len(models) == 1 else Ensemble(models)
@@ -157,7 +157,7 @@ class Translator:
         a prefix is forced on its first piece).
         """
         pieces, spans = _split_long_sources(src_ids, self.model.positions.size(0) - 2)  # room for <s> and </s>
-        piece_prefixes = None
+        piece_prefixes: list[list[int]] | None = None
         if prefixes is not None and any(prefixes):
             piece_prefixes = [[] for _ in pieces]
             for (a, _), prefix in zip(spans, prefixes):
@@ -177,7 +177,7 @@ class Translator:
         limit = self.sentence_limit()
         groups: list[list[int]] = []
         for i in order:
-            group = groups[-1] if groups else None
+            group = groups[-1] if groups else []
             width = (lengths[group[0]] + 2) if group else 0
             full = (
                 not group
@@ -224,7 +224,7 @@ class Translator:
         finally:
             if bar is not None:
                 bar.close()
-        return results  # type: ignore[return-value]
+        return results  # type: ignore[return-value]  # no None left: the groups cover every sentence
 
     @contextlib.contextmanager
     def _batch_map(self, n_batches: int):
@@ -253,7 +253,10 @@ class Translator:
             generator = None
             if self.sampling is not None:
                 generator = torch.Generator(src.device).manual_seed(self.sampling.seed * 1_000_003 + key)
-            out = greedy_decode(self.model, src, s.max_len_a, s.max_len_b, True, prefixes, self.sampling, generator)
+            out = cast(  # return_scores=True: (ids, log-probability) pairs
+                list[Hypothesis],
+                greedy_decode(self.model, src, s.max_len_a, s.max_len_b, True, prefixes, self.sampling, generator),
+            )
             return [[(ids, lp / gnmt_penalty(len(ids) + 1, s.length_penalty))] for ids, lp in out]
         return beam_search(
             self.model, src, s.beam_size, s.length_penalty, s.max_len_a, s.max_len_b, self.n_best, prefixes

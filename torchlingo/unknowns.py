@@ -41,7 +41,8 @@ def report_dataset(dataset) -> tuple[float, float] | None:
         _share(*src),
         _share(*tgt),
     )
-    return tuple(u / t if t else 0.0 for u, t in (src, tgt))
+    src_rate, tgt_rate = (u / t if t else 0.0 for u, t in (src, tgt))
+    return src_rate, tgt_rate
 
 
 def report_input(name: str, vocab, sentences: list[str]) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import array
 import collections
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -20,12 +20,16 @@ log = logging.getLogger("torchlingo")
 
 HEADERS = {("src", "tgt"), ("source", "target")}
 PathLike = str | Path
+DataPath = PathLike | list[PathLike] | tuple[PathLike, ...]  # a TSV file or a prefix, or the (source, target) pair
 
 
 def resolve_data_path(
-    spec: PathLike | Sequence[PathLike], src_lang: str | None = None, tgt_lang: str | None = None
+    spec: DataPath | None, src_lang: str | None = None, tgt_lang: str | None = None
 ) -> Path | tuple[Path, Path]:
-    """A TSV path, or the parallel pair: `(a, b)` as given, or `spec.src_lang` / `spec.tgt_lang` for a prefix."""
+    """A TSV path, or the parallel pair: `(a, b)` as given, or `spec.src_lang` / `spec.tgt_lang` for a prefix.
+    None (a data setting left unset) is a DataError."""
+    if spec is None:
+        raise DataError("no data path given (train_file, val_file or test_file is not set)")
     if isinstance(spec, (list, tuple)):
         if len(spec) != 2:
             raise DataError(f"parallel data needs two files (source, target), got {len(spec)}")
@@ -66,12 +70,19 @@ class _LineChecker:
             self.bad(f"{path}:{n}", "invalid UTF-8", f"invalid UTF-8 at byte {e.start + 1}")
             return None
 
-    def check_encoding(self, reader: LineReader) -> None:
+    def merge(self, other: _LineChecker) -> None:
+        """Add what `other` (a worker's checker, for a later part of the corpus) counted."""
+        self.skipped.update(other.skipped)
+        self.invalid.update(other.invalid)
+        for reason, where in other.first.items():
+            self.first.setdefault(reason, where)
+
+    def check_encoding(self, path: Path, lines: int) -> None:
         """After a file was read under `skip`: refuse it when a large share of its lines were not UTF-8."""
-        bad = self.invalid[reader.path]
-        if bad >= self.MIN_INVALID and bad > self.INVALID_SHARE * reader.lines:
+        bad = self.invalid[path]
+        if bad >= self.MIN_INVALID and bad > self.INVALID_SHARE * lines:
             raise DataError(
-                f"{reader.path}: {bad} of {reader.lines} lines are not valid UTF-8: the file is in another encoding "
+                f"{path}: {bad} of {lines} lines are not valid UTF-8: the file is in another encoding "
                 "(Latin-1? Windows-1252?); convert it to UTF-8 (e.g. iconv -f LATIN1 -t UTF-8); bad_lines: skip "
                 "only drops the odd broken line"
             )
@@ -91,12 +102,14 @@ class _Pairs:
         self.lines.append(n)
 
 
-def iter_tsv(path: Path, checker: _LineChecker, fingerprints: list[dict]) -> Iterator[tuple[int, str, str]]:
+def iter_tsv(
+    path: Path, checker: _LineChecker, fingerprints: list[dict], span: tuple | None = None
+) -> Iterator[tuple[int, str, str]]:
     """(line number, source, target) of each good pair of a two-column TSV, streamed; no quote processing ("NA" and
     a leading `"` are ordinary text); header optional. At the end the file's fingerprint is appended to
-    `fingerprints`."""
-    reader = LineReader(path)
-    for n, raw in enumerate(reader, start=1):
+    `fingerprints`; with a `span` (see LineReader) only that part is read, and the caller checks the whole file."""
+    reader = LineReader(path, span)
+    for n, raw in enumerate(reader, start=reader.lines + 1):
         where = f"{path}:{n}"
         line = checker.decode(raw, path, n)
         if line is None:
@@ -115,17 +128,19 @@ def iter_tsv(path: Path, checker: _LineChecker, fingerprints: list[dict]) -> Ite
             checker.bad(where, f"empty {'source' if not s else 'target'}")
             continue
         yield n, s, t
-    checker.check_encoding(reader)
-    fingerprints.append(reader.fingerprint())
+    if span is None:
+        checker.check_encoding(reader.path, reader.lines)
+        fingerprints.append(reader.fingerprint())
 
 
 def iter_parallel(
-    src_path: Path, tgt_path: Path, checker: _LineChecker, fingerprints: list[dict]
+    src_path: Path, tgt_path: Path, checker: _LineChecker, fingerprints: list[dict], spans: tuple | None = None
 ) -> Iterator[tuple[int, str, str]]:
-    """Two files with one sentence a line; line i of one translates line i of the other. Both are streamed."""
-    readers = (LineReader(src_path), LineReader(tgt_path))
+    """Two files with one sentence a line; line i of one translates line i of the other. Both are streamed. With
+    `spans` (one per file, see LineReader) only those parts are read, and the caller checks the whole files."""
+    readers = (LineReader(src_path, spans and spans[0]), LineReader(tgt_path, spans and spans[1]))
     src_lines, tgt_lines = iter(readers[0]), iter(readers[1])
-    for n, (rs, rt) in enumerate(zip(src_lines, tgt_lines), start=1):
+    for n, (rs, rt) in enumerate(zip(src_lines, tgt_lines), start=readers[0].lines + 1):
         s = checker.decode(rs, src_path, n)
         t = checker.decode(rt, tgt_path, n) if s is not None else None
         if s is None or t is None:
@@ -135,6 +150,8 @@ def iter_parallel(
             checker.bad(f"{src_path if not s else tgt_path}:{n}", f"empty {'source' if not s else 'target'}")
             continue
         yield n, s, t
+    if spans is not None:
+        return
     for rest in (src_lines, tgt_lines):  # count the lines of the longer file
         for _ in rest:
             pass
@@ -144,17 +161,18 @@ def iter_parallel(
             "parallel files must have one sentence a line, aligned"
         )
     for reader in readers:
-        checker.check_encoding(reader)
+        checker.check_encoding(reader.path, reader.lines)
     fingerprints.extend(r.fingerprint() for r in readers)
 
 
 def iter_pairs(
-    resolved: Path | tuple[Path, Path], checker: _LineChecker, fingerprints: list[dict]
+    resolved: Path | tuple[Path, Path], checker: _LineChecker, fingerprints: list[dict], spans: tuple | None = None
 ) -> Iterator[tuple[int, str, str]]:
-    """The good pairs of a resolved data path (see `resolve_data_path`), streamed."""
+    """The good pairs of a resolved data path (see `resolve_data_path`), streamed; `spans`: only a part of it (one
+    span per file, see LineReader)."""
     if isinstance(resolved, tuple):
-        return iter_parallel(*resolved, checker, fingerprints)
-    return iter_tsv(resolved, checker, fingerprints)
+        return iter_parallel(*resolved, checker, fingerprints, spans)
+    return iter_tsv(resolved, checker, fingerprints, spans and spans[0])
 
 
 def describe_source(resolved: Path | tuple[Path, Path]) -> tuple[str, tuple[Path, Path]]:
@@ -166,7 +184,8 @@ def describe_source(resolved: Path | tuple[Path, Path]) -> tuple[str, tuple[Path
 
 def read_tsv(path: Path, checker: _LineChecker) -> tuple[_Pairs, list[dict]]:
     """All good pairs of a TSV file in memory, and the file's fingerprint."""
-    pairs, fingerprints = _Pairs(), []
+    pairs = _Pairs()
+    fingerprints: list[dict] = []
     for n, s, t in iter_tsv(path, checker, fingerprints):
         pairs.add(n, s, t)
     return pairs, fingerprints
@@ -174,7 +193,8 @@ def read_tsv(path: Path, checker: _LineChecker) -> tuple[_Pairs, list[dict]]:
 
 def read_parallel(src_path: Path, tgt_path: Path, checker: _LineChecker) -> tuple[_Pairs, list[dict]]:
     """All good pairs of two parallel files in memory, and both files' fingerprints."""
-    pairs, fingerprints = _Pairs(), []
+    pairs = _Pairs()
+    fingerprints: list[dict] = []
     for n, s, t in iter_parallel(src_path, tgt_path, checker, fingerprints):
         pairs.add(n, s, t)
     return pairs, fingerprints
@@ -222,7 +242,7 @@ class NMTDataset(Dataset):
 
     def __init__(
         self,
-        path: PathLike | Sequence[PathLike],
+        path: DataPath | None,
         src_vocab=None,
         tgt_vocab=None,
         config: Config | None = None,
@@ -233,7 +253,8 @@ class NMTDataset(Dataset):
         self.config = config = config or Config()
         resolved = resolve_data_path(path, config.src_lang, config.tgt_lang)
         checker = _LineChecker(bad_lines or config.bad_lines)
-        pairs, self.fingerprint = _Pairs(), []
+        pairs = _Pairs()
+        self.fingerprint: list[dict] = []
         for n, s, t in iter_pairs(resolved, checker, self.fingerprint):
             pairs.add(n, s, t)
         self.source, files = describe_source(resolved)

@@ -7,8 +7,10 @@ into memory, for the batch sampler); the tokenizer files; and `manifest.json`, w
 (as textfile.py makes it), the settings that decide the ids (tokenizer, max_len, ...), the tokenizer hashes, and
 the counts of kept and skipped pairs by reason.
 
-`prepare_shards` streams the corpus twice: once to train the tokenizer (word counts, or a bounded seeded sample for
-SentencePiece), once to encode it in chunks, in worker processes, appending to the `.bin` files. Every file goes
+`prepare_shards` cuts the corpus into parts of whole lines by byte offset (one fast scan that also fingerprints it),
+then reads it twice, part by part, in worker processes that each read their own parts: once to train the tokenizer
+(word counts, or a bounded seeded sample for SentencePiece), once to encode it; the main process merges the parts'
+results in order (the same bytes for any number of workers) and appends the ids to the `.bin` files. Every file goes
 through files.py's atomic writes. `ShardedDataset` reads them with the interface of NMTDataset that training uses.
 """
 
@@ -19,10 +21,11 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import multiprocessing
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +38,7 @@ from ..errors import DataError, first_line
 from ..files import atomic_write, write_json
 from ..rundir import tokenizer_files
 from .dataset import _first, _LineChecker, describe_source, iter_pairs, resolve_data_path
-from .textfile import LineReader
+from .textfile import scan_all
 from .vocab import SentencePieceVocab, Vocab, load_vocab, vocab_from_state, vocab_hash, word_tokenize
 
 log = logging.getLogger("torchlingo")
@@ -43,7 +46,7 @@ log = logging.getLogger("torchlingo")
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SIDES = ("src", "tgt")
-CHUNK_PAIRS = 20_000  # pairs a worker encodes at a time
+CHUNK_PAIRS = 20_000  # lines of a part of the corpus at most (a worker reads, checks and encodes one at a time)
 # Config keys that decide the token ids of a corpus (with the corpus itself): a change makes the shards stale.
 TOKENIZER_KEYS = ("tokenizer", "sp_model_type", "vocab_size", "joint_vocab", "min_freq", "max_vocab_size")
 ENCODING_KEYS = ("bad_lines", "max_positions")
@@ -57,13 +60,11 @@ def shard_dir(config: Config) -> Path:
 def corpus_fingerprint(config: Config) -> list[dict]:
     """The training files' fingerprints (name, bytes, lines, SHA-256), read through once without decoding."""
     resolved = resolve_data_path(config.train_file, config.src_lang, config.tgt_lang)
-    fingerprints = []
-    for path in resolved if isinstance(resolved, tuple) else (resolved,):
-        reader = LineReader(path)
-        for _ in reader:
-            pass
-        fingerprints.append(reader.fingerprint())
-    return fingerprints
+    return [fingerprint for fingerprint, _ in scan_all([(p, 0) for p in _paths(resolved)])]
+
+
+def _paths(resolved) -> tuple[Path, ...]:
+    return resolved if isinstance(resolved, tuple) else (resolved,)
 
 
 def _content(entry: dict) -> tuple:
@@ -144,7 +145,7 @@ class _Side:
                     f"{directory / (side + '.off.npy')}: offsets do not match {side}.len.npy; delete {directory} "
                     "and prepare it again"
                 )
-        self.ids = None
+        self.ids: np.ndarray | None = None
 
     def __getitem__(self, i: int) -> torch.Tensor:
         if self.ids is None:
@@ -215,28 +216,158 @@ def _load_tokenizer(path: Path, expected: str):
 
 
 # -- writing -------------------------------------------------------------------------------------------------
-def train_tokenizers(config: Config, resolved) -> tuple:
-    """Pass 1: the vocabularies from the streamed corpus: word counts, or SentencePiece trained on at most
+# The corpus is cut into parts of whole lines by byte offset (textfile.scan): each worker reads, checks and encodes
+# its own parts and sends back numpy arrays; the main process only merges them in order, so the shards are the same
+# bytes whatever the number of workers.
+class _Corpus:
+    """The training files, their fingerprints, and their parts: per part, one (start, stop, lines before) span per
+    file. A file must be a regular file (read in parts) that does not change while it is prepared."""
+
+    def __init__(self, resolved, config: Config, workers: int):
+        self.resolved, self.policy, self.workers = resolved, config.bad_lines, workers
+        self.paths = paths = _paths(resolved)
+        for path in paths:
+            if path.exists() and not path.is_file() and not path.is_dir():
+                raise DataError(
+                    f"{path}: not a regular file (a pipe?); prepare reads the corpus in parts: copy it to a file"
+                )
+        self.stats = [_stat(p) for p in paths]
+        grid = max(1, min(1000, CHUNK_PAIRS))
+        scans = scan_all([(p, grid) for p in paths])
+        self.fingerprints = [fingerprint for fingerprint, _ in scans]
+        lines = [f["lines"] for f in self.fingerprints]
+        if len(lines) == 2 and lines[0] != lines[1]:
+            raise DataError(
+                f"{paths[0]} has {lines[0]} lines but {paths[1]} has {lines[1]}; "
+                "parallel files must have one sentence a line, aligned"
+            )
+        self.lines = lines[0]
+        step = max(1, min(CHUNK_PAIRS // grid, math.ceil(self.lines / (4 * workers * grid))))  # grid lines a part
+        cuts = [offsets for _, offsets in scans]
+        self.parts = [
+            tuple((o[i], o[min(i + step, len(o) - 1)], i * grid) for o in cuts)
+            for i in range(0, len(cuts[0]) - 1, step)
+        ]
+
+    def run(self, job: str, args=None, states: tuple = ()) -> Iterator:
+        """`job` over every part, in order (`args`: one per part, or None), here or in the worker processes; the
+        parts' bad-line checks are merged into a new `self.checker`, and each file's share of undecodable lines
+        checked at the end."""
+        self.checker = _LineChecker(self.policy)
+        args = itertools.repeat(None) if args is None else args
+        tasks = ((self.resolved, spans, self.policy, job, arg) for spans, arg in zip(self.parts, args))
+        return self._merged(_map(_do_part, tasks, self.workers, states))
+
+    def _merged(self, results: Iterator) -> Iterator:
+        for checker, result in results:
+            self.checker.merge(checker)
+            yield result
+        for path in self.paths:
+            self.checker.check_encoding(path, self.lines)
+
+    def check_unchanged(self) -> None:
+        for path, stat in zip(self.paths, self.stats):
+            if _stat(path) != stat:
+                raise DataError(f"{path}: changed while it was being prepared; prepare it again")
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _map(function, tasks, workers: int, states: tuple) -> Iterator:
+    """`function` over `tasks`, results in order: here, or in `workers` processes of one thread each."""
+    if workers <= 1:
+        _set_vocabs(states)
+        yield from map(function, tasks)
+        return
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    with multiprocessing.get_context(method).Pool(workers, _init_worker, (states,)) as pool:
+        yield from pool.imap(function, tasks)
+
+
+_VOCABS: tuple = ()  # a worker's vocabularies (when it encodes)
+
+
+def _set_vocabs(states: tuple) -> None:
+    global _VOCABS
+    _VOCABS = tuple(vocab_from_state(s) for s in states)
+
+
+def _init_worker(states: tuple) -> None:
+    """A worker process: one thread (the processes are the parallelism), and the vocabularies to encode with."""
+    torch.set_num_threads(1)
+    _set_vocabs(states)
+
+
+def _do_part(task) -> tuple[_LineChecker, object]:
+    """One part of the corpus: its good pairs, checked as NMTDataset checks them, then what `job` makes of them."""
+    resolved, spans, policy, job, arg = task
+    checker = _LineChecker(policy)
+    pairs = iter_pairs(resolved, checker, [], spans)
+    return checker, _JOBS[job](pairs, arg)
+
+
+def _count_words(pairs, _) -> tuple[collections.Counter, collections.Counter]:
+    counts: tuple[collections.Counter, collections.Counter] = collections.Counter(), collections.Counter()
+    for _, s, t in pairs:
+        counts[0].update(word_tokenize(s))
+        counts[1].update(word_tokenize(t))
+    return counts
+
+
+def _count_pairs(pairs, _) -> int:
+    return sum(1 for _ in pairs)
+
+
+def _pick(pairs, wanted: np.ndarray | None) -> list[tuple[str, str]]:
+    """The pairs numbered `wanted` (sorted, within the part; None: all)."""
+    if wanted is None:
+        return [(s, t) for _, s, t in pairs]
+    want = set(wanted.tolist())
+    return [(s, t) for i, (_, s, t) in enumerate(pairs) if i in want]
+
+
+def _encode(pairs, dtype: str) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """The part's line numbers and, per side, (flat ids as `dtype`, lengths)."""
+    lines, src, tgt = [], [], []
+    for n, s, t in pairs:
+        lines.append(n)
+        src.append(s)
+        tgt.append(t)
+    out = []
+    for vocab, texts in zip(_VOCABS, (src, tgt)):
+        ids = vocab.encode_many(texts, num_threads=1)
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
+        out.append((flat.astype(dtype), lengths))
+    return np.array(lines, dtype=np.int64), out
+
+
+_JOBS: dict[str, Callable] = {"words": _count_words, "size": _count_pairs, "pick": _pick, "encode": _encode}
+
+
+def train_tokenizers(config: Config, corpus: _Corpus) -> tuple:
+    """Pass 1: the vocabularies from the corpus, read in parts: word counts, or SentencePiece trained on at most
     `sp_sample_size` sentences (all of them, in order, when the corpus has no more: then the model is the one
     NMTDataset trains). Returns (src_vocab, tgt_vocab, whether a sample was drawn)."""
-    pairs = iter_pairs(resolved, _LineChecker(config.bad_lines), [])
+    source = describe_source(corpus.resolved)[0]
     if config.tokenizer == "word":
-        counts = collections.Counter(), collections.Counter()
-        for _, s, t in pairs:
-            counts[0].update(word_tokenize(s))
-            counts[1].update(word_tokenize(t))
+        counts: tuple[collections.Counter, collections.Counter] = collections.Counter(), collections.Counter()
+        for src, tgt in corpus.run("words"):
+            counts[0].update(src)
+            counts[1].update(tgt)
         if not counts[0]:
-            raise DataError(f"{describe_source(resolved)[0]}: no sentence pairs found")
+            raise DataError(f"{source}: no sentence pairs found")
         return (*(Vocab.from_counts(c, config.min_freq, config.max_vocab_size) for c in counts), False)
     k = max(1, config.sp_sample_size // 2) if config.joint_vocab else config.sp_sample_size
-    sample, rng, seen = [], random.Random(config.seed), 0
-    for seen, (_, s, t) in enumerate(pairs, start=1):  # reservoir sampling (Algorithm R): k pairs, uniformly
-        if len(sample) < k:
-            sample.append((s, t))
-        elif (j := rng.randrange(seen)) < k:
-            sample[j] = (s, t)
+    sample, seen = _sample(corpus, k, config.seed)
     if not sample:
-        raise DataError(f"{describe_source(resolved)[0]}: no sentence pairs found")
+        raise DataError(f"{source}: no sentence pairs found")
     src, tgt = [s for s, _ in sample], [t for _, t in sample]
     del sample
     size = {"input_sentence_size": config.sp_sample_size}
@@ -251,31 +382,34 @@ def train_tokenizers(config: Config, resolved) -> tuple:
     )
 
 
-def _chunks(pairs: Iterator[tuple[int, str, str]]) -> Iterator[tuple[np.ndarray, list[str], list[str]]]:
-    while True:
-        chunk = list(itertools.islice(pairs, CHUNK_PAIRS))
-        if not chunk:
-            return
-        yield np.array([n for n, _, _ in chunk], dtype=np.int64), [s for _, s, _ in chunk], [t for _, _, t in chunk]
+def _sample(corpus: _Corpus, k: int, seed: int) -> tuple[list[tuple[str, str]], int]:
+    """The pairs reservoir sampling (Algorithm R, seeded) keeps of the corpus, in its slot order, and how many pairs
+    there are. The kept pairs depend only on their count: the parts are counted, the draws made here, and the parts
+    send back the pairs drawn (a corpus of at most `k` lines is sent back whole, in one pass)."""
+    if corpus.lines <= k:
+        whole: list[tuple[str, str]] = [pair for part in corpus.run("pick") for pair in part]
+        return whole, len(whole)
+    sizes = np.array(list(corpus.run("size")), dtype=np.int64)
+    slots = _reservoir(int(sizes.sum()), k, seed)
+    order = np.argsort(slots, kind="stable")
+    starts = np.concatenate(([0], np.cumsum(sizes)))
+    cuts = np.searchsorted(slots[order], starts)
+    wanted = [slots[order[a:b]] - start for a, b, start in zip(cuts[:-1], cuts[1:], starts[:-1])]
+    picked = [pair for part in corpus.run("pick", wanted) for pair in part]
+    sample: list = [None] * len(slots)
+    for rank, slot in enumerate(order.tolist()):
+        sample[slot] = picked[rank]
+    return sample, int(sizes.sum())
 
 
-_VOCABS: tuple = ()  # a worker's vocabularies, set by _init_worker
-
-
-def _init_worker(states: tuple[dict, dict]) -> None:
-    global _VOCABS
-    _VOCABS = tuple(vocab_from_state(s) for s in states)
-
-
-def _encode_chunk(chunk) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """A chunk's line numbers and, per side, (flat int32 ids, lengths)."""
-    lines, *texts = chunk
-    out = []
-    for vocab, side in zip(_VOCABS, texts):
-        ids = vocab.encode_many(side)
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        out.append((np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum())), lengths))
-    return lines, out
+def _reservoir(n: int, k: int, seed: int) -> np.ndarray:
+    """Slot -> pair number of what Algorithm R keeps of `n` pairs (random.Random(seed): the draws of the streamed
+    sampling this replaces, so the sample is the same)."""
+    rng, slots = random.Random(seed), list(range(min(n, k)))
+    for seen in range(k + 1, n + 1):
+        if (j := rng.randrange(seen)) < k:
+            slots[j] = seen - 1
+    return np.array(slots, dtype=np.int64)
 
 
 class _Writer:
@@ -315,18 +449,19 @@ def prepare_shards(config: Config, directory: str | Path | None = None, workers:
     directory = Path(directory) if directory is not None else shard_dir(config)
     resolved = resolve_data_path(config.train_file, config.src_lang, config.tgt_lang)
     source, sides = describe_source(resolved)
+    corpus = _Corpus(resolved, config, workers or config.prepare_workers)
     sampled = False
     if vocabs is None:
         log.info("%s: training the %s tokenizer", source, config.tokenizer)
-        *vocabs, sampled = train_tokenizers(config, resolved)
+        *vocabs, sampled = train_tokenizers(config, corpus)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MANIFEST).unlink(missing_ok=True)  # the shards are incomplete until the new manifest is written
     names = tokenizer_files(config)
     for vocab, name in zip(vocabs, names):
         vocab.save(directory / name)
     dtype = np.dtype(np.uint16 if max(len(v) for v in vocabs) <= 1 << 16 else np.int32)
-    checker, fingerprints = _LineChecker(config.bad_lines), []
-    writer = _encode_all(config, directory, resolved, vocabs, dtype, checker, fingerprints, sides, workers)
+    writer = _encode_all(config, directory, corpus, vocabs, dtype, sides)
+    checker = corpus.checker
     lengths = [np.concatenate(out) if out else np.zeros(0, np.int32) for out in writer.lengths]
     _check_kept(source, writer, len(lengths[0]), config)
     if writer.too_long:
@@ -339,7 +474,7 @@ def prepare_shards(config: Config, directory: str | Path | None = None, workers:
     manifest = {
         "format": FORMAT_VERSION,
         "source": source,
-        "corpus": fingerprints,
+        "corpus": corpus.fingerprints,
         "settings": shard_settings(config),
         "sample_seed": config.seed if sampled else None,
         "tokenizers": {"src": vocab_hash(vocabs[0]), "tgt": vocab_hash(vocabs[1])},
@@ -350,28 +485,20 @@ def prepare_shards(config: Config, directory: str | Path | None = None, workers:
         "tokens": {side: int(n.sum()) for side, n in zip(SIDES, lengths)},
         "skipped": dict(checker.skipped),
     }
+    corpus.check_unchanged()
     write_json(directory / MANIFEST, manifest)
     _report(source, manifest, checker)
     return manifest
 
 
-def _encode_all(config, directory, resolved, vocabs, dtype, checker, fingerprints, sides, workers) -> _Writer:
-    """Pass 2: encode the streamed corpus chunk by chunk (in worker processes when more than one) into the .bin
-    files."""
-    workers = workers or config.prepare_workers
-    chunks = _chunks(iter_pairs(resolved, checker, fingerprints))
+def _encode_all(config, directory, corpus: _Corpus, vocabs, dtype, sides) -> _Writer:
+    """Pass 2: encode the corpus part by part (in the worker processes when more than one) into the .bin files."""
     states = tuple(v.to_state() for v in vocabs)
     with atomic_write(directory / "src.bin") as src_file, atomic_write(directory / "tgt.bin") as tgt_file:
-        writer = _Writer((src_file, tgt_file), dtype, config, checker, sides)
-        if workers <= 1:
-            _init_worker(states)
-            for chunk in chunks:
-                writer.add(*_encode_chunk(chunk))
-            return writer
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        with multiprocessing.get_context(method).Pool(workers, _init_worker, (states,)) as pool:
-            for lines, encoded in pool.imap(_encode_chunk, chunks):
-                writer.add(lines, encoded)
+        parts = corpus.run("encode", itertools.repeat(dtype.name), states)
+        writer = _Writer((src_file, tgt_file), dtype, config, corpus.checker, sides)
+        for lines, encoded in parts:
+            writer.add(lines, encoded)
     return writer
 
 

@@ -91,7 +91,8 @@ class Vocab(_Specials):
     def encode(self, text: str) -> list[int]:
         return [self.stoi.get(t, UNK_IDX) for t in word_tokenize(text)]
 
-    def encode_many(self, texts: list[str]) -> list[list[int]]:
+    def encode_many(self, texts: list[str], num_threads: int = -1) -> list[list[int]]:
+        """Encode each text (in this thread: `num_threads` is SentencePieceVocab's)."""
         return [self.encode(t) for t in texts]
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -190,8 +191,9 @@ class SentencePieceVocab(_Specials):
     def encode(self, text: str) -> list[int]:
         return self.sp.encode(text)
 
-    def encode_many(self, texts: list[str]) -> list[list[int]]:
-        return self.sp.encode(texts)
+    def encode_many(self, texts: list[str], num_threads: int = -1) -> list[list[int]]:
+        """Encode each text, in `num_threads` threads (-1: one per core)."""
+        return self.sp.encode(texts, num_threads=num_threads)
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.sp.decode(self.strip_specials(ids))
@@ -215,7 +217,7 @@ def _training_error(e: RuntimeError, vocab_size: int) -> Exception:
     return DataError(f"cannot train the SentencePiece model ({first_line(e)})")
 
 
-def vocab_hash(vocab) -> str:
+def vocab_hash(vocab: Vocab | SentencePieceVocab) -> str:
     """SHA-256 of what a vocabulary maps (the token list, or the SentencePiece model): equal hashes, equal ids."""
     state = vocab.to_state()
     data = state["model"] if state["kind"] == "sentencepiece" else "\n".join(state["tokens"]).encode("utf-8")

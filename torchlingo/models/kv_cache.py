@@ -33,7 +33,7 @@ class KVCache:
             if buffers is not None:
                 for new, old in zip(grown, buffers):
                     new[:, :, : self.length] = old[:, :, : self.length]
-            buffers = self.self_kv[layer] = tuple(grown)
+            buffers = self.self_kv[layer] = (grown[0], grown[1])
         buffers[0][:, :, self.length : end] = k
         buffers[1][:, :, self.length : end] = v
         return buffers[0][:, :, :end], buffers[1][:, :, :end]  # (rows, H, end, D/H)

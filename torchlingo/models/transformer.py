@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -151,8 +152,9 @@ class CrossAttention(Attention):
         """Keys and values of the memory (B, S, D), each (B, H, S, D/H); kept in (and later read from) the cache.
 
         They are cached already converted (fp32) and contiguous, so no decoding step converts or copies them again."""
-        if cache is not None and cache.cross_kv[layer] is not None:
-            return cache.cross_kv[layer]
+        cached = cache.cross_kv[layer] if cache is not None else None
+        if cached is not None:
+            return cached
         kv = self.kv_proj(memory).chunk(2, dim=-1)  # (B, S, 2D) -> 2 x (B, S, D)
         k, v = (self.split_heads(t, fp32) for t in kv)  # 2 x (B, H, S, D/H)
         if cache is not None:
@@ -275,7 +277,11 @@ class ModelArgs:
 class SimpleTransformer(nn.Module):
     """Encoder-decoder Transformer for translation. `model(src, tgt_input)` -> logits (batch, tgt_len, tgt_vocab)."""
 
-    def __init__(self, src_vocab_size: int, tgt_vocab_size: int, config: Config | None = None, **overrides):
+    positions: torch.Tensor  # (max_positions, D), a buffer: registered in __init__
+
+    def __init__(
+        self, src_vocab_size: int, tgt_vocab_size: int, config: Config | None = None, **overrides: Any
+    ) -> None:
         super().__init__()
         config = config or Config()
         a = ModelArgs.from_config(src_vocab_size, tgt_vocab_size, config.replace(**overrides) if overrides else config)
