@@ -12,8 +12,9 @@ table: sentences/s, target tokens/s, mean hypothesis length (tokens, without </s
 for the naive decoder's prefix.
 
 --ctranslate2 adds, on the same weights and interleaved with ours in every repeat (the best of each counts), our
-decoder in fp32 (if the default precision is not fp32 already) and CTranslate2 fp32 and int8: the checkpoint is
-exported once (`torchlingo.export`, fp32) to a temporary folder and loaded with compute_type "float32" and "int8"
+decoder in fp32 (if the default precision is not fp32 already) and in int8 (`--quantize int8`), and CTranslate2
+fp32 and int8: the checkpoint is exported once (`torchlingo.export`, fp32) to a temporary folder and loaded with
+compute_type "float32" and "int8"
 (CTranslate2 quantizes at load), each in the faster of inter_threads=T x intra_threads=1 and 1 x T (T: --threads),
 batches of --batch-sentences. Every timing is text in, text out: our tokenizer's encode and decode are included
 for both engines. Column 'same' is the share of sentences whose tokens equal our fp32 decoder's (same search).
@@ -199,7 +200,7 @@ def print_row(r: dict, same: bool) -> None:
     print(line, flush=True)
 
 
-def make_translator(args: argparse.Namespace, beam: int, amp: str | None = None) -> Translator:
+def make_translator(args: argparse.Namespace, beam: int, amp: str | None = None, quantize: str = "none") -> Translator:
     return Translator.from_checkpoint(
         args.checkpoint,
         beam_size=beam,
@@ -208,6 +209,7 @@ def make_translator(args: argparse.Namespace, beam: int, amp: str | None = None)
         max_sentences=args.batch_sentences,
         amp=amp or args.amp,
         decode_parallel_batches=args.parallel_batches,
+        quantize=quantize,
     )
 
 
@@ -244,6 +246,7 @@ def fast_rows(args, fast: Translator, folder, sources: list[str], refs: list[str
         by_precision = {"fp32": fast}
     else:
         by_precision = {f"bf16 (amp {args.amp})": fast, "fp32": make_translator(args, beam, "none")}
+    by_precision["int8 (--quantize int8)"] = make_translator(args, beam, "none", quantize="int8")
     return ctranslate2_rows(folder, by_precision, sources, refs, args.repeats, n_ref)
 
 
