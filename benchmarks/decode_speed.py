@@ -14,10 +14,10 @@ for the naive decoder's prefix.
 --ctranslate2 adds, on the same weights and interleaved with ours in every repeat (the best of each counts), our
 decoder in fp32 (if the default precision is not fp32 already) and in int8 (`--quantize int8`), and CTranslate2
 fp32 and int8: the checkpoint is exported once (`torchlingo.export`, fp32) to a temporary folder and loaded with
-compute_type "float32" and "int8"
-(CTranslate2 quantizes at load), each in the faster of inter_threads=T x intra_threads=1 and 1 x T (T: --threads),
-batches of --batch-sentences. Every timing is text in, text out: our tokenizer's encode and decode are included
-for both engines. Column 'same' is the share of sentences whose tokens equal our fp32 decoder's (same search).
+compute_type "float32" and "int8" (CTranslate2 quantizes at load), each in the faster of inter_threads=T x
+intra_threads=1 and 1 x T (T: --threads), batches of --batch-sentences. Every timing is text in, text out: our
+tokenizer's encode and decode are included for both engines. Column 'same' is the share of sentences whose tokens
+equal our fp32 decoder's (same search).
 """
 
 from __future__ import annotations
