@@ -3,6 +3,7 @@ the checkpoint's tokenizer and decoding settings (torchlingo.json), as torchling
 
 import json
 import shutil
+import sys
 
 import pytest
 from cli_helpers import one_error_line, write_config, write_corpus
@@ -89,6 +90,14 @@ def test_evaluate_with_ctranslate2_scores_as_torchlingo(exported, tmp_path, caps
     run = str(root / "runs" / "ct2")
     assert main(["evaluate", "--run", run, "--engine", "ctranslate2", "--model", str(out), "--beam-size", "1"]) == 0
     assert f"BLEU = {scores['torchlingo']['bleu']:.2f}" in capsys.readouterr().out
+
+
+def test_without_ctranslate2_the_engine_fails_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)  # import ctranslate2 raises ImportError
+    src = tmp_path / "in.txt"
+    src.write_text("a b\n")
+    message = fails(capsys, ["translate", "--engine", "ctranslate2", "--model", str(tmp_path), "--input", str(src)])
+    assert "--engine ctranslate2 need it" in message and "pip install" in message
 
 
 def fails(capsys, argv) -> str:

@@ -42,7 +42,7 @@ def _ctranslate2():
         import ctranslate2
     except ImportError:
         raise TorchlingoError(
-            "export --format ctranslate2: the ctranslate2 package is not installed "
+            "the ctranslate2 package is not installed; export --format ctranslate2 and --engine ctranslate2 need it "
             "(pip install 'torchlingo[ctranslate2]' or pip install ctranslate2)"
         ) from None
     return ctranslate2
