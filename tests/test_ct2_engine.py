@@ -72,6 +72,22 @@ def test_translate_with_ctranslate2_equals_torchlingo_greedy(exported, tmp_path,
     assert sum(a == b for a, (_, b) in zip(int8, texts[65:])) >= len(int8) // 2  # test.tsv: after the empty line
 
 
+def test_n_best_with_ctranslate2(exported, tmp_path, capsys):
+    _, _, out, src = exported
+    argv = ["--engine", "ctranslate2", "--model", str(out), "--input", str(src), "--n-best", "3", "--beam-size", "4"]
+    rows = [line.split("\t") for line in translate(tmp_path, "nbest", *argv)]
+    by_index: dict[int, list] = {}
+    for index, score, text in rows:
+        by_index.setdefault(int(index), []).append((float(score), text))
+    assert sorted(by_index) == list(range(75)) and by_index[64] == [(0.0, "")]  # the empty line: one empty one
+    for index, nbest in by_index.items():
+        if index != 64:
+            assert len(nbest) == 3 and len({t for _, t in nbest}) == 3, nbest  # three different hypotheses
+            assert [s for s, _ in nbest] == sorted((s for s, _ in nbest), reverse=True)  # best first, ours
+    narrow = ["translate", *argv[:6], "--n-best", "3"]  # the export's beam_size is 2: too narrow for 3
+    assert "--n-best 3: needs beam search with --beam-size 3 or more" in fails(capsys, narrow)
+
+
 def test_evaluate_with_ctranslate2_scores_as_torchlingo(exported, tmp_path, capsys):
     root, ckpt, out, _ = exported
     tsv = str(root / "data" / "test.tsv")
@@ -111,7 +127,7 @@ def fails(capsys, argv) -> str:
     [
         (["--sampling", "topk"], "--sampling: not supported with --engine ctranslate2"),
         (["--prefix", "PREFIX"], "--prefix: not supported with --engine ctranslate2"),
-        (["--n-best", "2", "--beam-size", "2"], "--n-best: not supported with --engine ctranslate2"),
+        (["--n-best", "3", "--beam-size", "2"], "--n-best 3: needs beam search with --beam-size 3 or more"),
         (["--amp", "bf16"], "--amp: not supported with --engine ctranslate2"),
         (["--device", "cuda"], "--device: not supported with --engine ctranslate2"),
         (["--top-k", "3"], "--top-k: only with --sampling"),

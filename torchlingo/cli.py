@@ -141,7 +141,6 @@ def _ct2_translator(args: argparse.Namespace):
     from .export import load_ctranslate2
 
     unsupported = {
-        "--n-best": (args.n_best or 1) > 1 if hasattr(args, "n_best") else None,
         "--sampling": args.sampling,
         "--prefix": args.prefix,
         "--amp": args.amp,
@@ -150,7 +149,7 @@ def _ct2_translator(args: argparse.Namespace):
     for flag, value in unsupported.items():
         if value:
             raise TorchlingoError(f"{flag}: not supported with --engine ctranslate2 (it runs one model on CPU)")
-    _search_overrides(args)  # --top-k & co. without --sampling: the same errors as torchlingo's
+    n_best = _search_overrides(args)["n_best"]  # and --top-k & co. without --sampling: torchlingo's errors
     overrides = {"beam_size": args.beam_size, "decode_max_tokens": args.max_tokens}
     workers = args.parallel_batches or min(torch.get_num_threads(), 4)
     translator = load_ctranslate2(
@@ -160,6 +159,9 @@ def _ct2_translator(args: argparse.Namespace):
         intra_threads=max(1, torch.get_num_threads() // workers),
         **{k: v for k, v in overrides.items() if v is not None},
     )
+    if n_best > translator.settings.beam_size:
+        raise TorchlingoError(f"--n-best {n_best}: needs beam search with --beam-size {n_best} or more")
+    translator.n_best = n_best
     translator.with_scores = any(getattr(args, f, None) for f in ("scores", "json", "n_best"))  # written scores
     return translator
 

@@ -229,6 +229,9 @@ class CTranslate2Translator:
     submitted at once (so `inter_threads` workers decode batches side by side), each hypothesis cut at its own
     max_len_a * (source length + 2) + max_len_b tokens (CTranslate2 takes one limit per batch).
 
+    `n_best`, `max_tokens` and `with_scores` (attributes) are what `translate_nbest` returns, the batches' token
+    budget and torchlingo's scores; `load_ctranslate2` sets them from an export folder.
+
     `options` go to `ctranslate2.Translator` (compute_type, inter_threads, intra_threads). Beam search and its
     length penalty are CTranslate2's (an exponent, where torchlingo's is GNMT's, with the same alpha). Sources
     longer than the position table are truncated (`Translator` translates them in pieces), and an empty source
@@ -241,6 +244,7 @@ class CTranslate2Translator:
         self.max_positions, self.max_sentences = max_positions, max_sentences
         self.max_tokens: int | None = None  # also cap a batch's padded source tokens (<s> </s> included) at this
         self.with_scores = False  # translate_nbest's scores: 0.0 unless set (scoring is one more forward pass)
+        self.n_best = 1  # hypotheses a sentence (CTranslate2's num_hypotheses; needs beam_size >= n_best)
         self.src_tokens = vocab_tokens(src_vocab)
         self.tgt_ids = {token: i for i, token in enumerate(vocab_tokens(tgt_vocab))}
 
@@ -264,39 +268,45 @@ class CTranslate2Translator:
         return [self.tgt_vocab.decode(i) for i in ids]
 
     def translate_nbest(self, sentences: Sequence[str], prefixes: Sequence[str] | None = None) -> list[list]:
-        """`Translator.translate_nbest`'s shape (one (text, score) pair a sentence), for the CLI; scores are 0.0
-        unless `with_scores` is set (see `decode_scored`). CTranslate2 runs no target prefixes here."""
+        """`Translator.translate_nbest`'s shape: per sentence its `n_best` (text, score) pairs, for the CLI. Scores
+        are 0.0 (in CTranslate2's order) unless `with_scores` is set: then torchlingo's, best first (see
+        `decode_nbest`). CTranslate2 runs no target prefixes here."""
         if prefixes is not None:
             raise ValueError("CTranslate2Translator: target prefixes are not supported")
         src_ids = self.src_vocab.encode_many(list(sentences)) if sentences else []
-        scored = self.decode_scored(src_ids)
+        nbests = self.decode_nbest(src_ids)
         if not self.with_scores:
-            return [[(self.tgt_vocab.decode(ids), 0.0)] for ids, _ in scored]
-        cut = [i for i, (_, score) in enumerate(scored) if score is None]
-        rescored = dict(zip(cut, self.score_ids([src_ids[i] for i in cut], [scored[i][0] for i in cut])))
-        return [[(self.tgt_vocab.decode(ids), rescored.get(i, score))] for i, (ids, score) in enumerate(scored)]
+            return [[(self.tgt_vocab.decode(ids), 0.0) for ids, _ in nbest] for nbest in nbests]
+        cut = [(i, ids) for i, nbest in enumerate(nbests) for ids, score in nbest if score is None]
+        rescored = iter(self.score_ids([src_ids[i] for i, _ in cut], [ids for _, ids in cut]))
+        out = []
+        for nbest in nbests:
+            hyps = [(self.tgt_vocab.decode(ids), next(rescored) if score is None else score) for ids, score in nbest]
+            out.append(sorted(hyps, key=lambda h: -h[1]))
+        return out
 
     def decode_ids(self, src_ids: Sequence[Sequence[int]]) -> list[list[int]]:
         """Source token ids in, the best hypothesis's target ids (without </s>) out, in input order."""
-        return [ids for ids, _ in self.decode_scored(src_ids)]
+        return [nbest[0][0] for nbest in self.decode_nbest(src_ids)]
 
-    def decode_scored(self, src_ids: Sequence[Sequence[int]]) -> list[tuple[list[int], float | None]]:
-        """`decode_ids` with torchlingo's score of each hypothesis that ended with </s>: CTranslate2's log-probability
-        (<pad> and <s> excluded, as ours) over the GNMT length penalty instead of its own. None for a hypothesis
-        that reached its length limit, where torchlingo scores the </s> it forces and CTranslate2 scores none."""
+    def decode_nbest(self, src_ids: Sequence[Sequence[int]]) -> list[list[tuple[list[int], float | None]]]:
+        """Per sentence its `n_best` hypotheses (CTranslate2's order), each with torchlingo's score if it ended with
+        </s>: CTranslate2's log-probability (<pad> and <s> excluded, as ours) over the GNMT length penalty instead of
+        its own. None for one that reached its length limit, where torchlingo scores the </s> it forces there."""
         from .search import gnmt_penalty
 
         s = self.settings
         limits = [min(int(s.max_len_a * (len(i) + 2) + s.max_len_b), self.max_positions - 1) for i in src_ids]
         groups = self._groups([len(i) for i in src_ids])
         pending = [self._submit([src_ids[i] for i in g], max(limits[i] for i in g)) for g in groups]
-        out: list[tuple[list[int], float | None]] = [([], None) for _ in src_ids]
+        out: list[list[tuple[list[int], float | None]]] = [[] for _ in src_ids]
         for group, results in zip(groups, pending):
             for i, result in zip(group, results):
                 r = result.result()
-                tokens, n = r.hypotheses[0], len(r.hypotheses[0]) + 1  # CTranslate2 divides by n ** length_penalty
-                score = r.scores[0] * n**s.length_penalty / gnmt_penalty(n, s.length_penalty)
-                out[i] = ([self.tgt_ids[t] for t in tokens[: limits[i]]], score if n <= limits[i] else None)
+                for tokens, score in zip(r.hypotheses, r.scores):
+                    n = len(tokens) + 1  # CTranslate2 divides by n ** length_penalty
+                    ours = score * n**s.length_penalty / gnmt_penalty(n, s.length_penalty) if n <= limits[i] else None
+                    out[i].append(([self.tgt_ids[t] for t in tokens[: limits[i]]], ours))
         return out
 
     def score_ids(self, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]]) -> list[float]:
@@ -337,5 +347,6 @@ class CTranslate2Translator:
             max_input_length=self.max_positions - 2,
             max_decoding_length=limit,
             return_scores=True,
+            num_hypotheses=self.n_best,
             **AS_TORCHLINGO,
         )
