@@ -6,6 +6,7 @@
                          [--beam-size N] [--n-best N] [--scores] [--json] [--sampling topk|topp ...] [--prefix FILE]
     torchlingo evaluate --checkpoint PATH|RUN_DIR [--checkpoint PATH ...] [--src FILE] [--ref FILE] [--json]
     torchlingo evaluate --run RUN_DIR [--json]
+    torchlingo translate|evaluate --engine ctranslate2 --model DIR [--compute-type T] [...]
     torchlingo average (--checkpoints A B ... | --run RUN_DIR --last N) --output OUT.pt
     torchlingo export --checkpoint PATH --format ctranslate2 --output DIR [--quantization Q]
     torchlingo download multi30k --dest DIR [--base-url URL]
@@ -104,6 +105,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def _translator(args: argparse.Namespace):
     from .translator import Translator
 
+    if _engine(args) == "ctranslate2":
+        return _ct2_translator(args)
     overrides = {
         k: v
         for k, v in (
@@ -119,6 +122,50 @@ def _translator(args: argparse.Namespace):
     }
     overrides.update(_search_overrides(args))
     return Translator.from_checkpoint([checkpoint_path(c) for c in args.checkpoint], **overrides)
+
+
+def _engine(args: argparse.Namespace) -> str:
+    """--engine, checked against --model and --compute-type (one-line errors naming the flag)."""
+    if args.engine == "ctranslate2" and args.model is None:
+        raise TorchlingoError("--engine ctranslate2: give --model DIR, the folder `torchlingo export` wrote")
+    if args.engine != "ctranslate2":
+        for flag, value in (("--model", args.model), ("--compute-type", args.compute_type)):
+            if value is not None:
+                raise TorchlingoError(f"{flag}: only with --engine ctranslate2 (torchlingo decodes --checkpoint)")
+    return args.engine
+
+
+def _ct2_translator(args: argparse.Namespace):
+    """--engine ctranslate2: the exported --model folder, its decoding defaults overridden by the flags that apply;
+    --parallel-batches is CTranslate2's inter_threads (batches decoded at once), each on its share of the threads."""
+    import torch
+
+    from .export import load_ctranslate2
+
+    unsupported = {
+        "--sampling": args.sampling,
+        "--prefix": args.prefix,
+        "--amp": args.amp,
+        "--device": args.device not in (None, "cpu"),
+    }
+    for flag, value in unsupported.items():
+        if value:
+            raise TorchlingoError(f"{flag}: not supported with --engine ctranslate2 (it runs one model on CPU)")
+    n_best = _search_overrides(args)["n_best"]  # and --top-k & co. without --sampling: torchlingo's errors
+    overrides = {"beam_size": args.beam_size, "decode_max_tokens": args.max_tokens}
+    workers = args.parallel_batches or min(torch.get_num_threads(), 4)
+    translator = load_ctranslate2(
+        args.model,
+        compute_type=args.compute_type or "default",
+        inter_threads=workers,
+        intra_threads=max(1, torch.get_num_threads() // workers),
+        **{k: v for k, v in overrides.items() if v is not None},
+    )
+    if n_best > translator.settings.beam_size:
+        raise TorchlingoError(f"--n-best {n_best}: needs beam search with --beam-size {n_best} or more")
+    translator.n_best = n_best
+    translator.with_scores = any(getattr(args, f, None) for f in ("scores", "json", "n_best"))  # written scores
+    return translator
 
 
 def _search_overrides(args: argparse.Namespace) -> dict:
@@ -306,13 +353,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_defaults(args: argparse.Namespace) -> None:
-    """--run RUN_DIR: the run's test set (from its config.yaml) and its best checkpoint, unless given otherwise."""
+    """--run RUN_DIR: the run's test set (from its config.yaml) and its best checkpoint, unless given otherwise
+    (with --engine ctranslate2 the model is --model's)."""
+    ct2 = _engine(args) == "ctranslate2"
     if args.run is not None:
         src, ref = run_test_set(args.run)
         if args.src is None and args.ref is None:
             args.src, args.ref = src, ref
-        args.checkpoint = args.checkpoint or [str(checkpoint_path(args.run))]
-    if args.checkpoint is None:
+        if not ct2:
+            args.checkpoint = args.checkpoint or [str(checkpoint_path(args.run))]
+    if args.checkpoint is None and not ct2:
         raise TorchlingoError("evaluate: give --checkpoint PATH (a checkpoint or a run directory) or --run RUN_DIR")
 
 
@@ -421,14 +471,15 @@ def _add_prepare(sub) -> None:
 
 
 def _decoding_options(p: argparse.ArgumentParser, checkpoint_required: bool = True) -> None:
-    p.add_argument(
+    model = p.add_mutually_exclusive_group(required=checkpoint_required)
+    model.add_argument(
         "--checkpoint",
-        required=checkpoint_required,
         action="append",
         help="a checkpoint written by training, e.g. runs/base/checkpoints/best.pt, or a run directory (runs/base) "
         "for its checkpoints/best.pt; repeat it to decode with an ensemble (the mean of the models' "
         "log-probabilities; the checkpoints must share their vocabularies)",
     )
+    _engine_options(p, model)
     p.add_argument("--beam-size", type=positive_int, help="beam width (1 is greedy); default: the run's beam_size")
     p.add_argument("--max-tokens", type=positive_int, help="source tokens per decoding batch")
     p.add_argument(
@@ -452,6 +503,24 @@ def _decoding_options(p: argparse.ArgumentParser, checkpoint_required: bool = Tr
         "--quantize",
         choices=QUANTIZE_MODES,
         help="CPU: int8 decodes with int8 linear layers (dynamic quantization; the rest in fp32); default: none",
+    )
+
+
+def _engine_options(p: argparse.ArgumentParser, model) -> None:
+    """--engine, --model (in `model`, the group --checkpoint is in) and --compute-type."""
+    from .export import QUANTIZATIONS
+
+    p.add_argument(
+        "--engine",
+        choices=("torchlingo", "ctranslate2"),
+        default="torchlingo",
+        help="decode with torchlingo (--checkpoint) or with CTranslate2 (--model DIR, a `torchlingo export` folder)",
+    )
+    model.add_argument("--model", metavar="DIR", help="with --engine ctranslate2: the exported folder")
+    p.add_argument(
+        "--compute-type",
+        choices=("default", "auto") + QUANTIZATIONS,
+        help="with --engine ctranslate2: CTranslate2's compute type (default: the weights' type), e.g. int8",
     )
 
 

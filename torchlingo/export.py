@@ -14,18 +14,26 @@ concatenates them, so ours is stored as the model's position encodings), and the
 
 CTranslate2 does not forbid <pad> and <s> in its outputs as torchlingo's decoders do; a trained model does not
 predict them, so the translations agree (tests/test_export.py checks it on a small trained model in fp32).
-`CTranslate2Translator` runs an exported folder with torchlingo's tokenizers and decoding settings, text in and out.
+`CTranslate2Translator` runs an exported folder with torchlingo's tokenizers and decoding settings, text in and out;
+`load_ctranslate2(folder)` builds one from the folder alone, with what the export wrote in `torchlingo.json` (the
+checkpoint's decoding settings as defaults, its position count and tokenizer files). That is what
+`torchlingo translate / evaluate --engine ctranslate2 --model DIR` run.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .errors import TorchlingoError
+from .files import write_json
 
+METADATA, FORMAT_VERSION = "torchlingo.json", 1  # what load_ctranslate2 reads; a newer version is refused
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
 
 
@@ -34,7 +42,7 @@ def _ctranslate2():
         import ctranslate2
     except ImportError:
         raise TorchlingoError(
-            "export --format ctranslate2: the ctranslate2 package is not installed "
+            "the ctranslate2 package is not installed; export --format ctranslate2 and --engine ctranslate2 need it "
             "(pip install 'torchlingo[ctranslate2]' or pip install ctranslate2)"
         ) from None
     return ctranslate2
@@ -125,7 +133,7 @@ def export_ctranslate2(checkpoint: str | Path, output: str | Path, quantization:
     output = Path(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise TorchlingoError(f"{output}: exists and is not an empty folder; choose a new --output")
-    model, src_vocab, tgt_vocab, _ = load_model(checkpoint)
+    model, src_vocab, tgt_vocab, state = load_model(checkpoint)
     if src_vocab is None or tgt_vocab is None:
         raise TorchlingoError(f"{checkpoint}: checkpoint holds no vocabularies; it cannot be exported")
     spec = build_spec(model.float(), vocab_tokens(src_vocab), vocab_tokens(tgt_vocab))
@@ -136,7 +144,79 @@ def export_ctranslate2(checkpoint: str | Path, output: str | Path, quantization:
     suffix = ".model" if src_vocab.kind == "sentencepiece" else ".txt"
     src_vocab.save(output / f"source_tokenizer{suffix}")
     tgt_vocab.save(output / f"target_tokenizer{suffix}")
+    write_json(output / METADATA, _metadata(model, src_vocab.kind, suffix, state, quantization))
     return output
+
+
+def _metadata(model, kind: str, suffix: str, state: dict, quantization: str | None) -> dict:
+    """What `load_ctranslate2` needs beside the model: positions, tokenizer files, the checkpoint's decoding settings.
+
+    The tokenizers are the only preprocessing torchlingo applies at translation time (no lowercasing or other
+    normalization beyond the SentencePiece model's own), so they are all the folder needs to read text."""
+    from .translator import DecodingSettings
+
+    settings = DecodingSettings.from_config(state.get("config") or {})
+    return {
+        "format_version": FORMAT_VERSION,
+        "max_positions": int(model.positions.size(0)),
+        "tokenizer": {
+            "kind": kind,
+            "source": f"source_tokenizer{suffix}",
+            "target": f"target_tokenizer{suffix}",
+        },
+        "quantization": quantization,
+        "decoding": dataclasses.asdict(settings),
+    }
+
+
+def load_ctranslate2(folder: str | Path, max_sentences: int = 64, **options: Any) -> CTranslate2Translator:
+    """A `CTranslate2Translator` for a folder `export_ctranslate2` wrote: its tokenizers and, as defaults, the
+    decoding settings of the exported checkpoint. `options`: DecodingSettings fields (beam_size, max_len_a, ...)
+    override those; the rest (compute_type, inter_threads, intra_threads) go to `ctranslate2.Translator`."""
+    from .data_processing.vocab import load_vocab
+    from .translator import DecodingSettings
+
+    folder = Path(folder)
+    meta = _read_metadata(folder)
+    fields = {f.name for f in dataclasses.fields(DecodingSettings)}
+    decoding = {k: v for k, v in meta.get("decoding", {}).items() if k in fields}
+    decoding.update({k: options.pop(k) for k in list(options) if k in fields})
+    try:
+        tok = meta["tokenizer"]
+        src_vocab, tgt_vocab = load_vocab(folder / tok["source"]), load_vocab(folder / tok["target"])
+        positions = int(meta["max_positions"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise TorchlingoError(f"{folder / METADATA}: damaged ({e!r}); export the model again") from None
+    settings = DecodingSettings(**decoding)
+    translator = CTranslate2Translator(folder, src_vocab, tgt_vocab, settings, positions, max_sentences, **options)
+    translator.max_tokens = settings.decode_max_tokens  # batches as Translator makes them (and <= max_sentences)
+    return translator
+
+
+def _read_metadata(folder: Path) -> dict:
+    """torchlingo.json of an export folder; one-line errors when the folder is not one (or a newer one)."""
+    _ctranslate2()
+    if not folder.is_dir():
+        raise TorchlingoError(f"--model {folder}: not a folder; give the folder `torchlingo export` wrote")
+    for name in ("model.bin", METADATA):
+        if not (folder / name).is_file():
+            raise TorchlingoError(
+                f"--model {folder}: not a torchlingo CTranslate2 export (no {name}); "
+                "write one with torchlingo export --format ctranslate2"
+            )
+    try:
+        meta = json.loads((folder / METADATA).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise TorchlingoError(f"{folder / METADATA}: cannot read ({e}); export the model again") from None
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if not isinstance(version, int):
+        raise TorchlingoError(f"{folder / METADATA}: no format_version; export the model again") from None
+    if version > FORMAT_VERSION:
+        raise TorchlingoError(
+            f"{folder / METADATA}: format version {version} is newer than this torchlingo reads ({FORMAT_VERSION}); "
+            "upgrade torchlingo"
+        )
+    return meta
 
 
 # As torchlingo decodes: <pad> and <s> are never generated, and </s> may come first (an empty translation).
@@ -149,6 +229,9 @@ class CTranslate2Translator:
     submitted at once (so `inter_threads` workers decode batches side by side), each hypothesis cut at its own
     max_len_a * (source length + 2) + max_len_b tokens (CTranslate2 takes one limit per batch).
 
+    `n_best`, `max_tokens` and `with_scores` (attributes) are what `translate_nbest` returns, the batches' token
+    budget and torchlingo's scores; `load_ctranslate2` sets them from an export folder.
+
     `options` go to `ctranslate2.Translator` (compute_type, inter_threads, intra_threads). Beam search and its
     length penalty are CTranslate2's (an exponent, where torchlingo's is GNMT's, with the same alpha). Sources
     longer than the position table are truncated (`Translator` translates them in pieces), and an empty source
@@ -159,6 +242,9 @@ class CTranslate2Translator:
         self.model = _ctranslate2().Translator(str(folder), device="cpu", **options)
         self.src_vocab, self.tgt_vocab, self.settings = src_vocab, tgt_vocab, settings
         self.max_positions, self.max_sentences = max_positions, max_sentences
+        self.max_tokens: int | None = None  # also cap a batch's padded source tokens (<s> </s> included) at this
+        self.with_scores = False  # translate_nbest's scores: 0.0 unless set (scoring is one more forward pass)
+        self.n_best = 1  # hypotheses a sentence (CTranslate2's num_hypotheses; needs beam_size >= n_best)
         self.src_tokens = vocab_tokens(src_vocab)
         self.tgt_ids = {token: i for i, token in enumerate(vocab_tokens(tgt_vocab))}
 
@@ -181,18 +267,75 @@ class CTranslate2Translator:
         ids = self.decode_ids(self.src_vocab.encode_many(list(sentences)) if sentences else [])
         return [self.tgt_vocab.decode(i) for i in ids]
 
+    def translate_nbest(self, sentences: Sequence[str], prefixes: Sequence[str] | None = None) -> list[list]:
+        """`Translator.translate_nbest`'s shape: per sentence its `n_best` (text, score) pairs, for the CLI. Scores
+        are 0.0 (in CTranslate2's order) unless `with_scores` is set: then torchlingo's, best first (see
+        `decode_nbest`). CTranslate2 runs no target prefixes here."""
+        if prefixes is not None:
+            raise ValueError("CTranslate2Translator: target prefixes are not supported")
+        src_ids = self.src_vocab.encode_many(list(sentences)) if sentences else []
+        nbests = self.decode_nbest(src_ids)
+        if not self.with_scores:
+            return [[(self.tgt_vocab.decode(ids), 0.0) for ids, _ in nbest] for nbest in nbests]
+        cut = [(i, ids) for i, nbest in enumerate(nbests) for ids, score in nbest if score is None]
+        rescored = iter(self.score_ids([src_ids[i] for i, _ in cut], [ids for _, ids in cut]))
+        out = []
+        for nbest in nbests:
+            hyps = [(self.tgt_vocab.decode(ids), next(rescored) if score is None else score) for ids, score in nbest]
+            out.append(sorted(hyps, key=lambda h: -h[1]))
+        return out
+
     def decode_ids(self, src_ids: Sequence[Sequence[int]]) -> list[list[int]]:
         """Source token ids in, the best hypothesis's target ids (without </s>) out, in input order."""
+        return [nbest[0][0] for nbest in self.decode_nbest(src_ids)]
+
+    def decode_nbest(self, src_ids: Sequence[Sequence[int]]) -> list[list[tuple[list[int], float | None]]]:
+        """Per sentence its `n_best` hypotheses (CTranslate2's order), each with torchlingo's score if it ended with
+        </s>: CTranslate2's log-probability (<pad> and <s> excluded, as ours) over the GNMT length penalty instead of
+        its own. None for one that reached its length limit, where torchlingo scores the </s> it forces there."""
+        from .search import gnmt_penalty
+
         s = self.settings
         limits = [min(int(s.max_len_a * (len(i) + 2) + s.max_len_b), self.max_positions - 1) for i in src_ids]
-        order = sorted(range(len(src_ids)), key=lambda i: -len(src_ids[i]))
-        groups = [order[i : i + self.max_sentences] for i in range(0, len(order), self.max_sentences)]
+        groups = self._groups([len(i) for i in src_ids])
         pending = [self._submit([src_ids[i] for i in g], max(limits[i] for i in g)) for g in groups]
-        out: list[list[int]] = [[] for _ in src_ids]
+        out: list[list[tuple[list[int], float | None]]] = [[] for _ in src_ids]
         for group, results in zip(groups, pending):
             for i, result in zip(group, results):
-                out[i] = [self.tgt_ids[t] for t in result.result().hypotheses[0][: limits[i]]]
+                r = result.result()
+                for tokens, score in zip(r.hypotheses, r.scores):
+                    n = len(tokens) + 1  # CTranslate2 divides by n ** length_penalty
+                    ours = score * n**s.length_penalty / gnmt_penalty(n, s.length_penalty) if n <= limits[i] else None
+                    out[i].append(([self.tgt_ids[t] for t in tokens[: limits[i]]], ours))
         return out
+
+    def score_ids(self, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]]) -> list[float]:
+        """The score of each target given its source by CTranslate2's `score_batch`: the summed log-probability of
+        its tokens and </s> (over the whole vocabulary, <pad> and <s> included) over gnmt_penalty(len + 1)."""
+        from .search import gnmt_penalty
+
+        if not src_ids:
+            return []
+        itos = vocab_tokens(self.tgt_vocab)
+        results = self.model.score_batch(
+            [[self.src_tokens[t] for t in ids[: self.max_positions - 2]] for ids in src_ids],
+            [[itos[t] for t in ids] for ids in tgt_ids],
+            max_batch_size=self.max_sentences,
+        )
+        alpha = self.settings.length_penalty
+        return [sum(r.log_probs) / gnmt_penalty(len(ids) + 1, alpha) for r, ids in zip(results, tgt_ids)]
+
+    def _groups(self, lengths: list[int]) -> list[list[int]]:
+        """Indices longest first, in batches of at most `max_sentences` and (if set) `max_tokens` padded tokens."""
+        groups: list[list[int]] = []
+        for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+            group = groups[-1] if groups else []
+            tokens = (len(group) + 1) * (lengths[group[0]] + 2) if group else 0
+            if not group or len(group) >= self.max_sentences or (self.max_tokens and tokens > self.max_tokens):
+                groups.append([i])
+            else:
+                group.append(i)
+        return groups
 
     def _submit(self, batch: list[Sequence[int]], limit: int) -> list:
         """Start translating one batch on a free worker: its pending (asynchronous) results."""
@@ -203,5 +346,7 @@ class CTranslate2Translator:
             length_penalty=self.settings.length_penalty,
             max_input_length=self.max_positions - 2,
             max_decoding_length=limit,
+            return_scores=True,
+            num_hypotheses=self.n_best,
             **AS_TORCHLINGO,
         )
