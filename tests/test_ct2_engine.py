@@ -127,6 +127,7 @@ def fails(capsys, argv) -> str:
     [
         (["--sampling", "topk"], "--sampling: not supported with --engine ctranslate2"),
         (["--prefix", "PREFIX"], "--prefix: not supported with --engine ctranslate2"),
+        (["--quantize", "int8"], "--quantize: not supported with --engine ctranslate2"),
         (["--n-best", "3", "--beam-size", "2"], "--n-best 3: needs beam search with --beam-size 3 or more"),
         (["--amp", "bf16"], "--amp: not supported with --engine ctranslate2"),
         (["--device", "cuda"], "--device: not supported with --engine ctranslate2"),

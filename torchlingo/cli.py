@@ -147,15 +147,18 @@ def _ct2_translator(args: argparse.Namespace):
         "--prefix": args.prefix,
         "--amp": args.amp,
         "--device": args.device not in (None, "cpu"),
+        "--quantize": args.quantize not in (None, "none"),  # CTranslate2's own: --compute-type int8
     }
     for flag, value in unsupported.items():
         if value:
             raise TorchlingoError(f"{flag}: not supported with --engine ctranslate2 (it runs one model on CPU)")
     n_best = _search_overrides(args)["n_best"]  # and --top-k & co. without --sampling: torchlingo's errors
     overrides = {"beam_size": args.beam_size, "decode_max_tokens": args.max_tokens}
+    max_sentences = args.max_sentences or 64
     workers = args.parallel_batches or min(torch.get_num_threads(), 4)
     translator = load_ctranslate2(
         args.model,
+        max_sentences,
         compute_type=args.compute_type or "default",
         inter_threads=workers,
         intra_threads=max(1, torch.get_num_threads() // workers),
