@@ -2,6 +2,7 @@
 
 import math
 import random
+import sys
 
 import pytest
 import torch
@@ -188,3 +189,12 @@ def test_bf16_autocast_attention_runs_in_fp32_on_cpu(monkeypatch):
     assert seen == [(torch.float32, torch.float32)]
     assert out.dtype == torch.bfloat16 and torch.isfinite(x.grad).all()
     torch.testing.assert_close(out.float(), naive_attention(attn, x, causal=True), rtol=0.05, atol=0.02)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_glibc_accepts_the_reuse_freed_memory_setting():
+    """mallopt refuses an mmap threshold above its 32 MB maximum by returning 0: the values used must be accepted."""
+    from torchlingo.fastpath import reuse_freed_memory
+
+    assert reuse_freed_memory() is True
+    assert reuse_freed_memory(keep_mb=64) is True

@@ -621,6 +621,10 @@ def main(argv: list[str] | None = None) -> int:
     from .logs import log_to_stderr
 
     log_to_stderr()  # progress lines to stderr; the library itself installs no handler
+    if args.command in ("train", "translate", "evaluate"):
+        from .fastpath import reuse_freed_memory
+
+        reuse_freed_memory()  # this process is ours: freed step memory is reused, not page-faulted back
     try:
         return args.func(args)
     except KeyboardInterrupt:
