@@ -230,6 +230,9 @@ def worker(spec: dict) -> dict:
     if spec["impl"] == "reference":
         seconds = run_reference(config, loader, spec["warmup"], spec["steps"], spec["amp"])
     else:
+        from torchlingo.fastpath import reuse_freed_memory
+
+        reuse_freed_memory()  # as the torchlingo command does
         seconds = run_torchlingo(
             config, loader, spec["warmup"], spec["steps"], spec["amp"], spec["compile"], spec["activation_dropout"]
         )
