@@ -182,7 +182,7 @@ def make_row(name: str, seconds: float, ids: list[list[int]], texts: list[str], 
 
 
 def print_header(n_ref: int, same: bool) -> None:
-    columns = [f"{'decoder':<44}", f"{'sents':>5}", f"{'sent/s':>8}", f"{'tok/s':>8}", f"{'mean len':>8}"]
+    columns = [f"{'decoder':<50}", f"{'sents':>5}", f"{'sent/s':>8}", f"{'tok/s':>8}", f"{'mean len':>8}"]
     columns += [f"{'BLEU':>5}", f"{f'BLEU@{n_ref}':>9}"] + ([f"{'same':>5}"] if same else [])
     header = "| " + " | ".join(columns) + " |"
     print(header)
@@ -191,7 +191,7 @@ def print_header(n_ref: int, same: bool) -> None:
 
 def print_row(r: dict, same: bool) -> None:
     line = (
-        f"| {r['decoder']:<44} | {r['sentences']:>5} | {r['sent_per_s']:>8.1f} | {r['tok_per_s']:>8.0f} | "
+        f"| {r['decoder']:<50} | {r['sentences']:>5} | {r['sent_per_s']:>8.1f} | {r['tok_per_s']:>8.0f} | "
         f"{r['mean_len']:>8.2f} | {r['bleu']:>5.1f} | {r['bleu_prefix']:>9.1f} |"
     )
     if same:
