@@ -73,7 +73,7 @@ def test_checkpoint_holds_every_piece_and_loads_weights_only(tmp_path, toy_data)
     assert state["position"]["epoch"] == 3
     assert state["scheduler"]["last_epoch"] == 18
     assert state["optimizer"]["state"][0]["step"].item() == 18
-    assert state["sampler"] == {"seed": config.seed, "epoch": 2}
+    assert state["sampler"] == {"seed": config.seed, "epoch": 2, "order": 2}
     assert state["early_stopping"]["best"] == pytest.approx(min(h["val_loss"] for h in result.history))
     assert state["config"]["d_model"] == 32 and state["config"]["val_interval"] == 3
     assert set(state["rng"]) >= {"python", "torch", "numpy"}
