@@ -134,7 +134,8 @@ def main() -> None:
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
+        # one write of the whole line: the ranks share one pipe, and print's separate newline write can interleave
+        os.write(1, ("RESULT " + json.dumps(worker(json.loads(args.worker))) + "\n").encode())
         return
     began, n = time.perf_counter(), args.procs
     spec = dict(quick=args.quick, amp=args.amp, steps=args.steps, warmup=args.warmup, timeout=1800, spm=None)

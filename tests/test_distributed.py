@@ -95,7 +95,7 @@ def test_ranks_see_disjoint_batches_whose_union_is_the_one_process_epoch(world):
         kept = len(everything) // world * world  # an incomplete last round is dropped
         assert sorted(map(sorted, sum(shares, []))) == sorted(map(sorted, everything[:kept]))  # union, disjoint
         assert len(everything) - kept < world
-        assert all(s.state_dict() == {"seed": 3, "epoch": epoch} for s in ranks)
+        assert all(s.state_dict() == {"seed": 3, "epoch": epoch, "order": 2} for s in ranks)
 
 
 def corpus_with_batches(parity: int):
