@@ -3,6 +3,7 @@ text at all, and fingerprinted (size, line count, SHA-256) on the way, so a resu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import threading
@@ -59,14 +60,8 @@ class LineReader:
             self.lines = span[2]
 
     def __iter__(self) -> Iterator[bytes]:
-        try:
+        with reading(self.path):
             f = self.path.open("rb")
-        except FileNotFoundError:
-            raise DataError(f"{self.path}: file not found") from None
-        except IsADirectoryError:
-            raise DataError(f"{self.path}: is a directory, expected a file") from None
-        except OSError as e:
-            raise DataError(f"{self.path}: cannot read ({e.strerror})") from None
         with f:
             try:
                 yield from self._lines(f)
@@ -98,26 +93,32 @@ class LineReader:
 BLOCK = 1 << 20  # bytes `scan` reads at a time
 
 
-def scan(path: str | Path, every: int = 0) -> tuple[dict, list[int]]:
-    """A file's fingerprint (as `LineReader.fingerprint`, without splitting it into lines in Python: block by block,
-    newlines counted in C, the hashing without the GIL) and, when `every` > 0, the byte offsets of lines 0, every,
-    2 every, ... and of the end: where `torchlingo prepare` cuts the corpus into line-aligned parts for its workers."""
-    path = Path(path)
-    digest, size, newlines, last, offsets = hashlib.sha256(), 0, 0, b"", [0]
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Errors of opening or reading `path` as one-line DataErrors that name it."""
     try:
-        with path.open("rb") as f:
-            while block := f.read(BLOCK):
-                digest.update(block)
-                if every:
-                    _cut_points(block, size, newlines, every, offsets)
-                newlines += block.count(b"\n")
-                size, last = size + len(block), block[-1:]
+        yield
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a directory, expected a file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def scan(path: str | Path, every: int = 0) -> tuple[dict, list[int]]:
+    """A file's fingerprint (as `LineReader.fingerprint`, without splitting it into lines in Python: block by block,
+    newlines counted in C, the hashing without the GIL) and, when `every` > 0, the byte offsets of lines 0, every,
+    2 every, ... and of the end: where `torchlingo prepare` cuts the corpus into line-aligned parts for its workers."""
+    path = Path(path)
+    digest, size, newlines, last, offsets = hashlib.sha256(), 0, 0, b"", [0]
+    with reading(path), path.open("rb") as f:
+        while block := f.read(BLOCK):
+            digest.update(block)
+            if every:
+                _cut_points(block, size, newlines, every, offsets)
+            newlines += block.count(b"\n")
+            size, last = size + len(block), block[-1:]
     lines = newlines + (1 if last not in (b"", b"\n") else 0)
     if every and offsets[-1] != size:
         offsets.append(size)
