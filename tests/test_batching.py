@@ -123,8 +123,8 @@ def test_an_int32_array_is_kept_without_a_copy_and_bad_lengths_are_refused():
     assert list(TokenBudgetBatchSampler([], [], max_tokens=100)) == []
 
 
-def test_resuming_mid_epoch_from_a_checkpoint_of_the_old_batch_order_warns(caplog):
-    """Checkpoints before the numpy sampler recorded no 'order': resuming one mid-epoch says the epoch is not exact."""
+def test_resuming_from_a_checkpoint_of_the_old_batch_order_warns(caplog):
+    """Checkpoints before the numpy sampler recorded no 'order': resuming one says the resume is not exact."""
     from torch.utils.data import DataLoader
 
     from torchlingo.training import _warn_if_batch_order_changed

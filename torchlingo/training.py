@@ -503,8 +503,7 @@ class Trainer:
         if restart_epoch and self.pos.batch:
             self.pos.batch, self.pos.epoch_loss, self.pos.epoch_tokens = 0, 0.0, 0
         pos = self.pos
-        if pos.batch:
-            _warn_if_batch_order_changed(state.get("sampler"), self.train_loader, path)
+        _warn_if_batch_order_changed(state.get("sampler"), self.train_loader, path)
         log.info("resumed from step %d (epoch %d, batch %d) of %s", pos.step, pos.epoch + 1, pos.batch, path)
 
     def interrupt(self, signum: int) -> None:
@@ -535,13 +534,13 @@ def _set_epoch(loader, epoch: int) -> None:
 
 
 def _warn_if_batch_order_changed(saved: dict | None, loader, path) -> None:
-    """A mid-epoch checkpoint of a version that drew batches differently: the rest of the epoch cannot be exact."""
+    """A checkpoint of a version that drew batches differently: the rest of the run cannot be what it would have been."""
     sampler = getattr(loader, "batch_sampler", None)
     now = getattr(sampler, "ORDER", None)
     if isinstance(saved, dict) and now is not None and saved.get("order", 1) != now:
         log.warning(
-            "%s: written by a torchlingo version that ordered batches differently; the rest of this epoch sees other "
-            "batches than the interrupted run would have (later epochs are as a new run would draw them)",
+            "%s: written by a torchlingo version that ordered batches differently; from here on the run sees other "
+            "batches than that version would have drawn (the resume is not exact)",
             path,
         )
 
