@@ -534,7 +534,7 @@ def _set_epoch(loader, epoch: int) -> None:
 
 
 def _warn_if_batch_order_changed(saved: dict | None, loader, path) -> None:
-    """A checkpoint of a version that drew batches differently: the rest of the run cannot be what it would have been."""
+    """A checkpoint of a version that drew batches differently: the rest of the run differs from what it would be."""
     sampler = getattr(loader, "batch_sampler", None)
     now = getattr(sampler, "ORDER", None)
     if isinstance(saved, dict) and now is not None and saved.get("order", 1) != now:
