@@ -21,6 +21,7 @@ CHECKPOINT_KEYS = [
     "attention_dropout",
     "activation_dropout",
     "tie_embeddings",
+    "share_all_embeddings",
     "max_positions",
     "pad_idx",
 ]
@@ -59,9 +60,11 @@ def test_model_args_round_trip_through_a_weights_only_checkpoint(tmp_path):
 
 
 def test_a_checkpoint_dict_written_before_model_args_existed_still_loads():
-    """The literal dict an older torchlingo stored (same keys) rebuilds the same architecture."""
-    old = dict(zip(CHECKPOINT_KEYS, [21, 23, 32, 4, 2, 1, 64, 0.1, 0.0, 0.0, True, 128, 0]))
+    """The literal dict an older torchlingo stored (no share_all_embeddings yet) rebuilds the same architecture."""
+    old_keys = [k for k in CHECKPOINT_KEYS if k != "share_all_embeddings"]
+    old = dict(zip(old_keys, [21, 23, 32, 4, 2, 1, 64, 0.1, 0.0, 0.0, True, 128, 0], strict=True))
     model = SimpleTransformer.from_args(old)
-    assert model.args == old
+    assert model.args == old | {"share_all_embeddings": False}
+    assert model.src_embed.weight is not model.tgt_embed.weight
     assert (len(model.encoder_layers), len(model.decoder_layers), model.d_model) == (2, 1, 32)
     assert model.output_proj.weight is model.tgt_embed.weight and model.positions.shape == (128, 32)

@@ -139,6 +139,12 @@ class Config:
         max=0.99,
     )
     tie_embeddings: bool = _opt("model", True, "Share the target embedding and the output projection.")
+    share_all_embeddings: bool = _opt(
+        "model",
+        False,
+        "Share the source embedding with the target embedding too (fairseq's --share-all-embeddings); needs one "
+        "vocabulary for both sides (tokenizer: sentencepiece with joint_vocab: true).",
+    )
     max_positions: int = _opt("model", 1024, "Longest sequence the positional encoding covers.", min=1)
     pad_idx: int = _opt("model", 0, "Padding id; fixed at 0 by every vocabulary (unk 1, bos 2, eos 3).", min=0, max=0)
 
@@ -274,6 +280,11 @@ class Config:
             raise ConfigError(
                 f"max_len: {self.max_len} tokens plus <s> and </s> do not fit in max_positions={self.max_positions}; "
                 f"set max_len to at most {self.max_positions - 2} or raise max_positions"
+            )
+        if self.share_all_embeddings and not (self.tokenizer == "sentencepiece" and self.joint_vocab):
+            raise ConfigError(
+                "share_all_embeddings: needs one vocabulary for source and target; set tokenizer: sentencepiece "
+                "and joint_vocab: true, or share_all_embeddings: false"
             )
         if self.average_last > self.keep_checkpoints:
             raise ConfigError(

@@ -37,6 +37,7 @@ FIXED_ON_RESUME = (
     "num_decoder_layers",
     "d_ff",
     "tie_embeddings",
+    "share_all_embeddings",
     "max_positions",
 )
 # Settings that decide which pairs are kept and how they are cut into batches (with the data and the tokenizers).

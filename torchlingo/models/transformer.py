@@ -261,6 +261,7 @@ class ModelArgs:
     attention_dropout: float
     activation_dropout: float
     tie_embeddings: bool
+    share_all_embeddings: bool
     max_positions: int
     pad_idx: int
 
@@ -298,6 +299,13 @@ class SimpleTransformer(nn.Module):
         self._init_weights()
         if a.tie_embeddings:
             self.output_proj.weight = self.tgt_embed.weight
+        if a.share_all_embeddings:  # one joint vocabulary: a German and an English piece share their row
+            if a.src_vocab_size != a.tgt_vocab_size:
+                raise ValueError(
+                    f"share_all_embeddings needs one vocabulary: source has {a.src_vocab_size} entries, "
+                    f"target {a.tgt_vocab_size}"
+                )
+            self.src_embed.weight = self.tgt_embed.weight
 
     def _init_weights(self) -> None:
         """Xavier-uniform matrices, zero biases; embeddings N(0, 1/D) (times sqrt(D) in `_embed`), padding row 0."""
