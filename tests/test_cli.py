@@ -156,6 +156,8 @@ def test_translate_file_and_stdin(trained, monkeypatch, capsys):
     assert translator.parallelism(10) == (3, max(1, torch.get_num_threads() // 3))
     args = build_parser().parse_args(["translate", "--checkpoint", best, "--quantize", "int8", "--max-sentences", "8"])
     assert (_translator(args).settings.quantize, _translator(args).settings.decode_max_sentences) == ("int8", 8)
+    args = build_parser().parse_args(["translate", "--checkpoint", best, "--length-penalty", "1.25"])
+    assert _translator(args).settings.length_penalty == 1.25
 
 
 def test_translate_precision_flag(trained, capsys):

@@ -305,3 +305,11 @@ def test_evaluate_empty_source_and_reference(trained, capsys):
     args = ["evaluate", "--checkpoint", str(best), "--src", str(root / "empty.src"), "--ref", str(root / "empty.ref")]
     message = fails(capsys, args)
     assert f"{root / 'empty.src'} and {root / 'empty.ref'} are empty: no sentences to translate and score" in message
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "long"])
+def test_length_penalty_must_be_a_number_of_at_least_0(capsys, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--checkpoint", "best.pt", "--length-penalty", value])
+    assert exit_info.value.code == 2
+    assert f"argument --length-penalty: '{value}' is not a number >= 0" in capsys.readouterr().err

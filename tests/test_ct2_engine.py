@@ -8,7 +8,7 @@ import sys
 import pytest
 from cli_helpers import one_error_line, write_config, write_corpus
 
-from torchlingo.cli import main
+from torchlingo.cli import _translator, build_parser, main
 
 try:
     import ctranslate2
@@ -166,3 +166,10 @@ def test_engine_and_model_errors_are_one_line(exported, tmp_path, capsys):
         main([*ct2, "--model", str(out), "--checkpoint", str(ckpt)])
     assert exit_info.value.code == 2
     assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_decoding_flags_override_the_exported_defaults(exported):
+    _, _, out, _ = exported
+    argv = ["translate", "--engine", "ctranslate2", "--model", str(out), "--beam-size", "3", "--length-penalty", "1.5"]
+    settings = _translator(build_parser().parse_args(argv)).settings
+    assert (settings.beam_size, settings.length_penalty, settings.max_len_b) == (3, 1.5, 5)  # max_len_b: the run's

@@ -3,7 +3,8 @@
     torchlingo train CONFIG [--set KEY=VALUE ...] [--resume [--accept-data-change] | --overwrite]
     torchlingo prepare CONFIG [--workers N] [--set KEY=VALUE ...] [--force]
     torchlingo translate --checkpoint PATH|RUN_DIR [--checkpoint PATH ...] [--input FILE] [--output FILE]
-                         [--beam-size N] [--n-best N] [--scores] [--json] [--sampling topk|topp ...] [--prefix FILE]
+                         [--beam-size N] [--length-penalty A] [--n-best N] [--scores] [--json]
+                         [--sampling topk|topp ...] [--prefix FILE]
     torchlingo evaluate --checkpoint PATH|RUN_DIR [--checkpoint PATH ...] [--src FILE] [--ref FILE] [--json]
     torchlingo evaluate --run RUN_DIR [--json]
     torchlingo translate|evaluate --engine ctranslate2 --model DIR [--compute-type T] [...]
@@ -111,6 +112,7 @@ def _translator(args: argparse.Namespace):
         k: v
         for k, v in (
             ("beam_size", args.beam_size),
+            ("length_penalty", args.length_penalty),
             ("decode_max_tokens", args.max_tokens),
             ("decode_max_sentences", args.max_sentences),
             ("decode_parallel_batches", args.parallel_batches),
@@ -153,7 +155,11 @@ def _ct2_translator(args: argparse.Namespace):
         if value:
             raise TorchlingoError(f"{flag}: not supported with --engine ctranslate2 (it runs one model on CPU)")
     n_best = _search_overrides(args)["n_best"]  # and --top-k & co. without --sampling: torchlingo's errors
-    overrides = {"beam_size": args.beam_size, "decode_max_tokens": args.max_tokens}
+    overrides = {
+        "beam_size": args.beam_size,
+        "length_penalty": args.length_penalty,
+        "decode_max_tokens": args.max_tokens,
+    }
     max_sentences = args.max_sentences or 64
     workers = args.parallel_batches or min(torch.get_num_threads(), 4)
     translator = load_ctranslate2(
@@ -199,6 +205,17 @@ def read_prefixes(path: str | None, n_lines: int) -> list[str] | None:
     if len(prefixes) != n_lines:
         raise DataError(f"{path} has {len(prefixes)} lines but the input has {n_lines}; one prefix a source line")
     return prefixes
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0.0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -484,6 +501,13 @@ def _decoding_options(p: argparse.ArgumentParser, checkpoint_required: bool = Tr
     )
     _engine_options(p, model)
     p.add_argument("--beam-size", type=positive_int, help="beam width (1 is greedy); default: the run's beam_size")
+    p.add_argument(
+        "--length-penalty",
+        type=non_negative_float,
+        metavar="ALPHA",
+        help="beam search: GNMT length-penalty alpha (0: none; higher favours longer output); default: the run's "
+        "length_penalty",
+    )
     p.add_argument("--max-tokens", type=positive_int, help="source tokens per decoding batch")
     p.add_argument(
         "--max-sentences",
