@@ -216,6 +216,22 @@ def test_decoding_settings_are_the_config_keys():
         Translator(random_model(0), None, None, amp="fp8")
 
 
+def test_the_long_source_warning_names_the_line_of_the_file(torchlingo_logs):
+    """The CLI translates only the non-empty lines: the warning still counts the empty ones (line 4 of the file)."""
+    from torchlingo.cli import translate_nbest_lines
+
+    vocab = Vocab(["<pad>", "<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(26)])
+    model = random_model(5, src_vocab=30, tgt_vocab=30, max_positions=12)
+    translator = Translator(model, vocab, vocab, beam_size=1, max_len_b=4, amp="none")
+    long = " ".join(f"w{i % 26}" for i in range(25))
+    out = translate_nbest_lines(translator, ["w1 w2", "", "  ", long, "w3"])
+    assert [nbest[0][0] for nbest in out][1:3] == ["", ""] and all(nbest[0][0] for nbest in out[:1] + out[3:])
+    warnings = [r.getMessage() for r in torchlingo_logs.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith("input line 4 has 25 tokens"), warnings
+    translator.decode_ids([vocab.encode(long)], lines=[17])
+    assert torchlingo_logs.records[-1].getMessage().startswith("input line 17 has 25 tokens")
+
+
 @pytest.mark.parametrize("beam", [1, 3])
 def test_a_source_longer_than_the_positions_is_translated_in_pieces(torchlingo_logs, beam):
     """A source over max_positions - 2 tokens is not cut: it is split into the fewest near-equal pieces that fit,

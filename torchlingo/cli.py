@@ -271,7 +271,9 @@ def translate_nbest_lines(translator, lines: list[str], prefixes: list[str] | No
     out: list[list] = [[("", 0.0)] for _ in lines]
     if todo:
         todo_prefixes = [prefixes[i] for i in todo] if prefixes is not None else None
-        for i, nbest in zip(todo, translator.translate_nbest([lines[i].strip() for i in todo], todo_prefixes)):
+        texts = [lines[i].strip() for i in todo]
+        numbers = [i + 1 for i in todo]  # warnings name the line of the file, empty lines counted
+        for i, nbest in zip(todo, translator.translate_nbest(texts, todo_prefixes, lines=numbers)):
             out[i] = nbest
     return out
 

@@ -267,10 +267,13 @@ class CTranslate2Translator:
         ids = self.decode_ids(self.src_vocab.encode_many(list(sentences)) if sentences else [])
         return [self.tgt_vocab.decode(i) for i in ids]
 
-    def translate_nbest(self, sentences: Sequence[str], prefixes: Sequence[str] | None = None) -> list[list]:
+    def translate_nbest(
+        self, sentences: Sequence[str], prefixes: Sequence[str] | None = None, *, lines: Sequence[int] | None = None
+    ) -> list[list]:
         """`Translator.translate_nbest`'s shape: per sentence its `n_best` (text, score) pairs, for the CLI. Scores
         are 0.0 (in CTranslate2's order) unless `with_scores` is set: then torchlingo's, best first (see
-        `decode_nbest`). CTranslate2 runs no target prefixes here."""
+        `decode_nbest`). CTranslate2 runs no target prefixes here; `lines` is accepted for the same shape (no source
+        is split here, so there is nothing to warn about)."""
         if prefixes is not None:
             raise ValueError("CTranslate2Translator: target prefixes are not supported")
         src_ids = self.src_vocab.encode_many(list(sentences)) if sentences else []

@@ -14,7 +14,7 @@ import copy
 import dataclasses
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,28 +135,34 @@ class Translator:
         return [nbest[0][0] for nbest in self.translate_nbest(sentences, prefixes)]
 
     def translate_nbest(
-        self, sentences: Sequence[str], prefixes: Sequence[str] | None = None
+        self, sentences: Sequence[str], prefixes: Sequence[str] | None = None, *, lines: Sequence[int] | None = None
     ) -> list[list[tuple[str, float]]]:
         """Per sentence, its n_best (translation, score) pairs, best first. `prefixes`: per sentence, target text
-        every hypothesis starts with ("" for none)."""
+        every hypothesis starts with ("" for none). `lines`: each sentence's 1-based line in its file, for warnings
+        (default 1, 2, ...)."""
         prefix_ids = None
         if prefixes is not None:
             if len(prefixes) != len(sentences):
                 raise ValueError(f"{len(prefixes)} prefixes for {len(sentences)} sentences")
             prefix_ids = [self.tgt_vocab.encode(p) if p.strip() else [] for p in prefixes]
-        ids = self.decode_ids(self.src_vocab.encode_many(list(sentences)) if sentences else [], prefix_ids)
+        ids = self.decode_ids(self.src_vocab.encode_many(list(sentences)) if sentences else [], prefix_ids, lines=lines)
         return [[(self.tgt_vocab.decode(hyp), score) for hyp, score in nbest] for nbest in ids]
 
     def decode_ids(
-        self, src_ids: Sequence[Sequence[int]], prefixes: Sequence[Sequence[int]] | None = None
+        self,
+        src_ids: Sequence[Sequence[int]],
+        prefixes: Sequence[Sequence[int]] | None = None,
+        *,
+        lines: Sequence[int] | None = None,
     ) -> list[list[Hypothesis]]:
         """Token ids in, n-best (token ids, score) lists out, in input order; `prefixes`: target ids per sentence
         that its hypotheses start with.
 
-        A source longer than the model's positions is translated in pieces, joined (and a warning names its line;
-        a prefix is forced on its first piece).
+        A source longer than the model's positions is translated in pieces, joined (and a warning names its line:
+        `lines[i]`, or i + 1; a prefix is forced on its first piece).
         """
-        pieces, spans = _split_long_sources(src_ids, self.model.positions.size(0) - 2)  # room for <s> and </s>
+        limit = self.model.positions.size(0) - 2  # room for <s> and </s>
+        pieces, spans = _split_long_sources(src_ids, limit, lines or range(1, len(src_ids) + 1))
         piece_prefixes: list[list[int]] | None = None
         if prefixes is not None and any(prefixes):
             piece_prefixes = [[] for _ in pieces]
@@ -307,14 +313,16 @@ def _int8_model(model, device: torch.device):
     return quantize_linears_(copy.deepcopy(model).float())
 
 
-def _split_long_sources(src_ids: Sequence[Sequence[int]], limit: int) -> tuple[list[list[int]], list[tuple[int, int]]]:
+def _split_long_sources(
+    src_ids: Sequence[Sequence[int]], limit: int, lines: Iterable[int]
+) -> tuple[list[list[int]], list[tuple[int, int]]]:
     """Sources as pieces of at most `limit` tokens: (pieces, per source the range of its pieces in that list).
 
-    A longer source is cut into the fewest pieces of near-equal length, and a warning names its (1-based) line.
+    A longer source is cut into the fewest pieces of near-equal length, and a warning names its line (`lines`).
     """
     pieces: list[list[int]] = []
     spans: list[tuple[int, int]] = []
-    for line, ids in enumerate(src_ids, 1):
+    for line, ids in zip(lines, src_ids, strict=True):
         ids, start = list(ids), len(pieces)
         n = max(1, -(-len(ids) // limit))
         bounds = [len(ids) * i // n for i in range(n + 1)]
