@@ -146,6 +146,40 @@ def test_stale_shards_are_rebuilt(tmp_path, torchlingo_logs):
     assert other.tgt_vocab.to_state() == second.src_vocab.to_state()
 
 
+def test_a_fresh_corpus_is_not_read_again_when_its_stat_is_unchanged(tmp_path, monkeypatch):
+    """Start-up: a file whose name, size and mtime_ns the manifest recorded is trusted, as git trusts its index;
+    any change of its stat (an edit, even of the same size; a touch) makes it be read and hashed again."""
+    import os
+
+    from torchlingo.data_processing import shards
+
+    train = write_toy_tsv(tmp_path / "train.tsv", 50, seed=0)
+    config = Config(train_file=str(train), tokenizer="word", data_dir=str(tmp_path / "shards"))
+    open_or_prepare(config)  # the file was written just now: too recent to trust its mtime ("racy git")
+    assert json.loads((tmp_path / "shards" / "manifest.json").read_text())["corpus"][0]["mtime_ns"] is None
+    hour_ago = train.stat().st_mtime_ns - 3600 * 10**9
+    os.utime(train, ns=(hour_ago, hour_ago))
+    prepare_shards(config, tmp_path / "shards")  # prepared again (as by prepare --force): now the mtime is recorded
+    manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
+    assert manifest["corpus"][0]["mtime_ns"] == hour_ago
+    read: list[str] = []
+    real_scan_all = shards.scan_all
+    monkeypatch.setattr(shards, "scan_all", lambda paths: read.extend(p.name for p, _ in paths) or real_scan_all(paths))
+    assert open_or_prepare(config).fingerprint == NMTDataset(train, config=config).fingerprint
+    assert read == []  # not read: the recorded fingerprint, without its mtime_ns, is the dataset's
+
+    os.utime(train, ns=(train.stat().st_atime_ns, train.stat().st_mtime_ns + 10**9))  # touched, same bytes
+    assert stale_reason(tmp_path / "shards", config, corpus_fingerprint(config, manifest["corpus"])) is None
+    assert read == ["train.tsv"]  # read again, found equal: the shards still fit
+
+    text = train.read_bytes()
+    train.write_bytes(text.replace(b"a", b"b", 1) if b"a" in text else text[::-1])  # same size, other content
+    assert train.stat().st_size == len(text)
+    assert stale_reason(tmp_path / "shards", config, corpus_fingerprint(config, manifest["corpus"])) == (
+        "the corpus changed"
+    )
+
+
 @pytest.mark.parametrize(
     "damage, name",
     [

@@ -87,8 +87,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     inside = directory.resolve().is_relative_to(config.run_dir.resolve())
     lock = RunLock(config.run_dir).acquire() if inside else None
     try:
-        fingerprints = shards.corpus_fingerprint(config)
         with shards.prepare_lock(directory):
+            fingerprints = shards.corpus_fingerprint(config, shards.known_corpus(directory))
             why = "--force" if args.force else shards.stale_reason(directory, config, fingerprints)
             if why is None:
                 print(f"{directory}: the prepared shards are up to date")
