@@ -73,14 +73,18 @@ def test_ctranslate2_greedy_equals_ours_on_a_trained_model(tmp_path, capsys):
 
 
 @needs_ct2
-def test_ctranslate2_greedy_equals_ours_on_a_sharp_random_model(tmp_path):
+@pytest.mark.parametrize("share", [False, True])
+def test_ctranslate2_greedy_equals_ours_on_a_sharp_random_model(tmp_path, share):
+    """share: share_all_embeddings, one vocabulary and one matrix written as both sides' embeddings."""
     from torchlingo.export import export_ctranslate2
 
     torch.manual_seed(0)
     src_vocab = Vocab(["<pad>", "<unk>", "<s>", "</s>"] + [f"s{i}" for i in range(26)])
-    tgt_vocab = Vocab(["<pad>", "<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(21)])
+    tgt_vocab = src_vocab if share else Vocab(["<pad>", "<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(21)])
     config = Config(d_model=32, n_heads=4, num_encoder_layers=2, num_decoder_layers=2, d_ff=64, dropout=0.0)
-    model = SimpleTransformer(len(src_vocab), len(tgt_vocab), config.replace(tie_embeddings=False)).eval()
+    untied = config.replace(tie_embeddings=False, share_all_embeddings=share)  # an output projection to sharpen
+    model = SimpleTransformer(len(src_vocab), len(tgt_vocab), untied).eval()
+    assert (model.src_embed.weight is model.tgt_embed.weight) == share
     with torch.no_grad():
         model.output_proj.weight.mul_(3.0)
         for name, p in model.named_parameters():
@@ -100,27 +104,3 @@ def test_ctranslate2_greedy_equals_ours_on_a_sharp_random_model(tmp_path):
     ct2 = CTranslate2Translator(tmp_path / "ct2", src_vocab, tgt_vocab, settings, positions, 16, inter_threads=2)
     same = sum(a == b for a, b in zip(ct2.decode_ids(sources), ours))
     assert same >= 0.99 * len(sources), (same, len(sources))
-
-
-@needs_ct2
-def test_a_model_sharing_all_embeddings_exports(tmp_path):
-    """share_all_embeddings: the one matrix is written as the encoder's and the decoder's embeddings."""
-    from torchlingo.export import export_ctranslate2
-
-    torch.manual_seed(0)
-    vocab = Vocab(["<pad>", "<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(26)])
-    config = Config(d_model=32, n_heads=4, num_encoder_layers=2, num_decoder_layers=2, d_ff=64, dropout=0.0)
-    # The output projection apart, so that it can be sharpened (a random model's greedy outputs are near-ties).
-    model = SimpleTransformer(len(vocab), len(vocab), config.replace(share_all_embeddings=True, tie_embeddings=False))
-    model.eval()
-    assert model.src_embed.weight is model.tgt_embed.weight
-    with torch.no_grad():
-        model.output_proj.weight.mul_(3.0)
-    state = {"model": model.state_dict(), "model_args": model.args, "src_vocab": vocab.to_state()}
-    save_checkpoint({**state, "tgt_vocab": vocab.to_state()}, tmp_path / "shared.pt")
-    export_ctranslate2(tmp_path / "shared.pt", tmp_path / "ct2")
-    g = torch.Generator().manual_seed(1)
-    sources = [torch.randint(4, 30, (int(n),), generator=g).tolist() for n in torch.randint(1, 12, (60,), generator=g)]
-    same, ours = agreement(tmp_path / "shared.pt", tmp_path / "ct2", sources)
-    assert same >= 0.99 * len(sources), (same, len(sources))
-    assert len({tuple(o) for o in ours}) > 40
