@@ -86,7 +86,7 @@ def child(args: dict) -> dict:
         from torchlingo.data_processing.shards import prepare_shards
 
         manifest = prepare_shards(config, workers=args["workers"])
-        out = {"seconds": time.perf_counter() - start, "pairs": manifest["pairs"]}
+        out = {"seconds": time.perf_counter() - start, "pairs": manifest["pairs"], "phases": manifest["seconds"]}
     else:
         from torchlingo.experiment import run_experiment
 
@@ -122,6 +122,7 @@ def run_scale(source: Path, scale: int, tmp: Path, opts: argparse.Namespace) -> 
             {**base, "task": "prepare", "mode": "auto", "data_dir": data_dir, "workers": workers, "name": "p"}
         )
         row["pairs"], row[f"prepare_w{workers}"] = prep["pairs"], prep["seconds"]
+        row[f"phases_w{workers}"] = prep["phases"]
     for mode in ("auto", "off"):
         name = f"x{scale}_{mode}"
         run = measure({**base, "task": "train", "mode": mode, "data_dir": data_dir, "workers": 1, "name": name})
@@ -142,6 +143,11 @@ def print_table(rows: list[dict]) -> None:
             f"{r['startup_auto']:>8.1f} {r['peak_rss_mb_auto']:>8.0f} {r['step_ms_auto']:>8.1f}          | "
             f"{r['startup_off']:>8.1f} {r['peak_rss_mb_off']:>8.0f} {r['step_ms_off']:>8.1f}"
         )
+    print("prepare's phases, seconds (the rest of 'prep': starting Python and importing torch):")
+    for r in rows:
+        for w in (1, 2):
+            phases = ", ".join(f"{k} {v:.1f}" for k, v in r[f"phases_w{w}"].items())
+            print(f"{'x' + str(r['scale']):>7} {w} worker{'s' if w > 1 else ''}: {phases}")
 
 
 def main(argv: list[str] | None = None) -> int:

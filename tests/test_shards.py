@@ -209,10 +209,16 @@ def test_damaged_shard_is_a_one_line_error_naming_the_file(tmp_path, damage, nam
     assert str(path) in str(e.value) and "\n" not in str(e.value)
 
 
-def test_manifest_records_what_decides_the_ids(tmp_path):
+def test_manifest_records_what_decides_the_ids(tmp_path, torchlingo_logs):
     train = write_toy_tsv(tmp_path / "train.tsv", 40, seed=0)
     config = Config(train_file=str(train), tokenizer="word", max_len=5, bad_lines="skip")
     prepare_shards(config, tmp_path / "shards")
+    phases = json.loads((tmp_path / "shards" / "manifest.json").read_text())["seconds"]
+    assert list(phases) == ["scan", "tokenizer", "encode", "index"] and all(t >= 0 for t in phases.values())
+    assert (
+        "pairs prepared (" in torchlingo_logs.text
+        and f"(scan {phases['scan']:.1f} s, tokenizer" in torchlingo_logs.text
+    )
     manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["format"] == 1 and manifest["corpus"][0]["lines"] == 41
     assert manifest["settings"]["max_len"] == 5 and manifest["settings"]["tokenizer"] == "word"

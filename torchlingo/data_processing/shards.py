@@ -480,11 +480,14 @@ def prepare_shards(config: Config, directory: str | Path | None = None, workers:
     directory = Path(directory) if directory is not None else shard_dir(config)
     resolved = resolve_data_path(config.train_file, config.src_lang, config.tgt_lang)
     source, sides = describe_source(resolved)
+    clock = [time.perf_counter()]  # the phases' times go to the manifest and the log
     corpus = _Corpus(resolved, config, workers or config.prepare_workers)
+    clock.append(time.perf_counter())
     sampled = False
     if vocabs is None:
         log.info("%s: training the %s tokenizer", source, config.tokenizer)
         *vocabs, sampled = train_tokenizers(config, corpus)
+    clock.append(time.perf_counter())
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MANIFEST).unlink(missing_ok=True)  # the shards are incomplete until the new manifest is written
     names = tokenizer_files(config)
@@ -492,6 +495,7 @@ def prepare_shards(config: Config, directory: str | Path | None = None, workers:
         vocab.save(directory / name)
     dtype = np.dtype(np.uint16 if max(len(v) for v in vocabs) <= 1 << 16 else np.int32)
     writer = _encode_all(config, directory, corpus, vocabs, dtype, sides)
+    clock.append(time.perf_counter())
     checker = corpus.checker
     lengths = [np.concatenate(out) if out else np.zeros(0, np.int32) for out in writer.lengths]
     _check_kept(source, writer, len(lengths[0]), config)
@@ -515,6 +519,10 @@ def prepare_shards(config: Config, directory: str | Path | None = None, workers:
         "read_pairs": writer.total,
         "tokens": {side: int(n.sum()) for side, n in zip(SIDES, lengths)},
         "skipped": dict(checker.skipped),
+    }
+    clock.append(time.perf_counter())
+    manifest["seconds"] = {
+        k: round(b - a, 2) for k, a, b in zip(("scan", "tokenizer", "encode", "index"), clock, clock[1:])
     }
     corpus.check_unchanged()
     write_json(directory / MANIFEST, manifest)
@@ -555,10 +563,12 @@ def _report(source: str, manifest: dict, checker: _LineChecker) -> None:
         reasons = ", ".join(f"{n} {why}{_first(checker, why)}" for why, n in skipped.items())
         log.warning("%s: kept %d pairs, skipped %d (%s)", source, manifest["pairs"], sum(skipped.values()), reasons)
     log.info(
-        "%s: %d pairs prepared (%s)",
+        "%s: %d pairs prepared (%s) in %.1f s (%s)",
         source,
         manifest["pairs"],
         ", ".join(f"{n} {s} tokens" for s, n in manifest["tokens"].items()),
+        sum(manifest["seconds"].values()),
+        ", ".join(f"{phase} {t:.1f} s" for phase, t in manifest["seconds"].items()),
     )
 
 
