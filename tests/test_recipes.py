@@ -17,9 +17,10 @@ SHARED_MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
 RECIPE, FAST = REPO / "configs" / "multi30k_de_en.yaml", REPO / "configs" / "multi30k_de_en_fast.yaml"
 # What the 20-minute variant may change: the budget and what goes with a shorter run.
 BUDGET_KEYS = {"max_steps", "warmup_steps", "dropout", "checkpoint_interval", "keep_checkpoints", "average_last"}
-# 400 steps of the fast variant (warmup 100) on 2 cores: test BLEU FLOOR_BLEU or more (measured: see FLOOR_NOTE).
-FLOOR_BLEU = 0.0
-FLOOR_NOTE = ""
+# 400 steps of the fast variant (warmup 100): test BLEU FLOOR_BLEU or more. Measured once: 22.2 (chrF 39.3,
+# validation loss 2.88); the floor leaves room for other CPUs' arithmetic, not for a recipe that stopped learning.
+FLOOR_BLEU = 15.0
+FLOOR_NOTE = "measured 22.2 at 400 steps (2-core AMD EPYC, torch 2.13, 2026-12-02)"
 
 
 def test_the_fast_variant_is_the_recipe_with_a_smaller_budget():
@@ -47,8 +48,8 @@ def test_a_recipe_names_its_languages_in_two_keys_only(path):
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED_MULTI30K.is_dir(), reason="needs ../shared/data/multi30k")
 def test_a_few_hundred_steps_of_the_fast_recipe_translate(tmp_path, monkeypatch, capsys):
-    """About 7 minutes on 2 cores: 400 steps (warmup 100, so that the learning rate peaks) of the fast variant, then
-    the test set with beam 5, as the recipe does. A recipe that stopped learning falls far below the floor."""
+    """About 8 minutes on 2 idle cores: 400 steps (warmup 100, so that the learning rate peaks) of the fast variant,
+    then the test set with beam 5, as the recipe does. A recipe that stopped learning falls far below the floor."""
     monkeypatch.chdir(REPO)
     sets = {
         "train_file": SHARED_MULTI30K / "train",
@@ -64,4 +65,4 @@ def test_a_few_hundred_steps_of_the_fast_recipe_translate(tmp_path, monkeypatch,
     metrics = json.loads((tmp_path / "multi30k_de_en_fast" / "metrics.json").read_text())
     assert metrics["steps"] == 400 and metrics["test_sentences"] == 1000
     assert metrics["test_bleu"] >= FLOOR_BLEU, (metrics["test_bleu"], FLOOR_NOTE)
-    assert metrics["best_val_loss"] < 3.0
+    assert metrics["best_val_loss"] < 3.2  # measured 2.88
