@@ -88,8 +88,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     lock = RunLock(config.run_dir).acquire() if inside else None
     try:
         with shards.prepare_lock(directory):
-            fingerprints = shards.corpus_fingerprint(config, shards.known_corpus(directory))
-            why = "--force" if args.force else shards.stale_reason(directory, config, fingerprints)
+            why = "--force" if args.force else shards.stale_reason(directory, config)
             if why is None:
                 print(f"{directory}: the prepared shards are up to date")
                 return 0

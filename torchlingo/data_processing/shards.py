@@ -83,15 +83,6 @@ def _recorded(path: Path, known: dict) -> bool:
     return known.get("file") == path.name and (known.get("bytes"), known.get("mtime_ns")) == _stat(path)
 
 
-def known_corpus(directory: Path) -> list[dict]:
-    """The corpus fingerprints the manifest in `directory` recorded ([] when there is none or it is unreadable:
-    then everything is read, and `stale_reason` names the problem)."""
-    try:
-        return read_manifest(directory)["corpus"] if (directory / MANIFEST).is_file() else []
-    except DataError:
-        return []
-
-
 def _paths(resolved) -> tuple[Path, ...]:
     return resolved if isinstance(resolved, tuple) else (resolved,)
 
@@ -132,12 +123,16 @@ def read_manifest(directory: Path) -> dict:
     return manifest
 
 
-def stale_reason(directory: Path, config: Config, fingerprints: list[dict], vocabs=None) -> str | None:
+def stale_reason(directory: Path, config: Config, fingerprints: list[dict] | None = None, vocabs=None) -> str | None:
     """Why the shards in `directory` do not fit this corpus and config (None: they do). `vocabs` (a resume's
-    tokenizers) must be the ones the shards were encoded with."""
+    tokenizers) must be the ones the shards were encoded with. `fingerprints`: the corpus's, by default
+    `corpus_fingerprint` trusting the manifest's stats (without shards the corpus is not read here at all: prepare
+    reads it anyway)."""
     if not (directory / MANIFEST).is_file():
         return "no shards yet"
     manifest = read_manifest(directory)
+    if fingerprints is None:
+        fingerprints = corpus_fingerprint(config, manifest["corpus"])
     if [_content(f) for f in manifest["corpus"]] != [_content(f) for f in fingerprints]:
         return "the corpus changed"
     settings = shard_settings(config)
@@ -592,8 +587,7 @@ def open_or_prepare(config: Config, vocabs=None, directory: str | Path | None = 
     torchrun only rank 0 prepares; the other ranks come after it and find the shards fresh."""
     directory = Path(directory) if directory is not None else shard_dir(config)
     with prepare_lock(directory):
-        fingerprints = corpus_fingerprint(config, known_corpus(directory))
-        why = stale_reason(directory, config, fingerprints, vocabs)
+        why = stale_reason(directory, config, vocabs=vocabs)
         if why is not None and not distributed.is_writer():
             raise DataError(
                 f"{directory}: the prepared shards do not fit this run ({why}) on rank {distributed.rank()}"
