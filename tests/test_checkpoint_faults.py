@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import torchlingo.checkpoint as ckpt
-from torchlingo.checkpoint import find_resumable, load_checkpoint, previous_path, save_checkpoint
+from torchlingo.checkpoint import find_resumable, load_checkpoint, load_resumable, previous_path, save_checkpoint
 from torchlingo.config import Config
 from torchlingo.data_processing import NMTDataset, make_loader
 from torchlingo.errors import CheckpointError
@@ -125,6 +125,8 @@ def test_find_resumable_falls_back_to_newest_readable(tmp_path, torchlingo_logs)
 
     (d / "last.prev.pt").write_bytes(b"")
     assert find_resumable(d) == d / "best.pt"
+    path, loaded = load_resumable(d)  # the chosen file's state comes with it: a resume reads it once
+    assert path == d / "best.pt" and loaded["position"]["step"] == 4
     for p in d.iterdir():
         p.write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="no readable checkpoint"):

@@ -218,3 +218,18 @@ def test_run_files_get_ordinary_permissions(root, capsys):
         assert out.stat().st_mode & 0o777 == 0o640 and out.read_text() != "old\n"
     finally:
         os.umask(old)
+
+
+def test_a_resume_reads_its_checkpoint_twice_not_three_times(root, monkeypatch, capsys):
+    """Once for the settings, vocabularies and data fingerprint (on the CPU), once into the model and optimizer
+    (on the training device): a large checkpoint read a third time cost seconds and its size in memory again."""
+    config, run = interrupted_run(root, monkeypatch, capsys)
+    real_load, reads = torch.load, []
+
+    def counting_load(f, *args, **kwargs):
+        reads.append(os.path.basename(str(f)))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    assert main(["train", str(config), "--resume"]) == 0
+    assert reads.count("last.pt") == 2, reads

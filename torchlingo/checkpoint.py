@@ -179,15 +179,20 @@ def _drop_unknown_keys(path: Path, state: dict) -> None:
 def find_resumable(ckpt_dir: str | Path) -> Path:
     """The checkpoint to resume from: `last.pt` when it loads; otherwise the readable checkpoint with the most
     steps (last.prev.pt, best.pt, ...), with a warning saying which file was damaged and which one is used."""
+    return load_resumable(ckpt_dir)[0]
+
+
+def load_resumable(ckpt_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    """`find_resumable`'s choice and its state, loaded once (a resume reads its checkpoint's settings, vocabularies
+    and data fingerprint before training starts; reading a large checkpoint twice costs seconds)."""
     ckpt_dir = Path(ckpt_dir)
     last = ckpt_dir / "last.pt"
     problems = []
     try:
-        load_checkpoint(last)
-        return last
+        return last, load_checkpoint(last)
     except CheckpointError as e:
         problems.append(str(e))
-    readable = []
+    best: tuple[int, float, Path, dict] | None = None
     others = sorted(p for p in ckpt_dir.glob("*.pt") if p != last and not p.name.startswith("."))
     for path in others:
         try:
@@ -196,12 +201,14 @@ def find_resumable(ckpt_dir: str | Path) -> Path:
             problems.append(str(e))
             continue
         step = state.get("position", {}).get("step", -1) if isinstance(state.get("position"), dict) else -1
-        readable.append((step, path.stat().st_mtime, path))
-    if not readable:
+        if best is None or (step, path.stat().st_mtime) > best[:2]:
+            best = (step, path.stat().st_mtime, path, state)  # only the newest state stays in memory
+        del state
+    if best is None:
         raise CheckpointError(f"{ckpt_dir}: no readable checkpoint to resume from ({'; '.join(problems) or 'empty'})")
-    step, _, path = max(readable, key=lambda r: (r[0], r[1]))
+    step, _, path, state = best
     log.warning("%s; resuming from %s (step %d), the newest readable checkpoint", problems[0], path, step)
-    return path
+    return path, state
 
 
 def _check_crc(path: Path) -> None:

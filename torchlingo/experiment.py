@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from . import distributed, environment, logs, rundir, runinfo
-from .checkpoint import find_resumable, load_checkpoint
+from .checkpoint import load_resumable
 from .config import Config
 from .data_processing import NMTDataset, load_vocab, make_loader
 from .errors import ConfigError, TorchlingoError
@@ -93,9 +93,8 @@ def _training_data(config: Config, run_dir: Path, state: dict | None, resume_fro
 def _run(config: Config, run_dir: Path, resume: bool, accept_data_change: bool) -> dict:
     env = environment.describe(config)
     log.info("%s", environment.summary(env))
-    # last.pt, or the newest readable checkpoint when last.pt is damaged (find_resumable says so).
-    resume_from = find_resumable(run_dir / "checkpoints") if resume else None
-    state = load_checkpoint(resume_from) if resume_from is not None else None
+    # last.pt, or the newest readable checkpoint when last.pt is damaged (load_resumable says so).
+    resume_from, state = load_resumable(run_dir / "checkpoints") if resume else (None, None)
     train, src_vocab, tgt_vocab = _training_data(config, run_dir, state, resume_from)
     distributed.writer_ready()
     run_info = runinfo.build_run_info(config, train)
