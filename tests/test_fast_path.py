@@ -1,7 +1,9 @@
 """The fast training path trains the same model as the textbook one, and token-budget batches carry little padding."""
 
 import math
+import os
 import random
+import subprocess
 import sys
 
 import pytest
@@ -14,6 +16,7 @@ from torchlingo.data_processing import TokenBudgetBatchSampler, pad_batch
 from torchlingo.loss import sequence_loss
 from torchlingo.models import SimpleTransformer
 from torchlingo.models.transformer import CrossAttention
+from torchlingo.runtime import cpu_has_fast_bf16
 
 V = 40
 
@@ -198,3 +201,53 @@ def test_glibc_accepts_the_reuse_freed_memory_setting():
 
     assert reuse_freed_memory() is True
     assert reuse_freed_memory(keep_mb=64) is True
+
+
+def test_kernel_caches_are_bounded_unless_the_environment_says_otherwise(monkeypatch):
+    from torchlingo.fastpath import KERNEL_CACHES, bound_kernel_caches
+
+    for name in KERNEL_CACHES:
+        monkeypatch.delenv(name, raising=False)
+    assert bound_kernel_caches() is True
+    assert [os.environ[name] for name in KERNEL_CACHES] == ["64", "64"]
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "1024")  # the user's own choice stays
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+    assert bound_kernel_caches(entries=8) is True
+    assert [os.environ[name] for name in KERNEL_CACHES] == ["8", "1024"]
+    assert bound_kernel_caches() is False
+
+
+BOUNDED_RUN = """
+import os, random, sys
+import torch
+from torchlingo.fastpath import bound_kernel_caches
+if sys.argv[1] == "bounded":
+    bound_kernel_caches(entries=16)
+torch.set_num_threads(1)
+lin, rng = torch.nn.Linear(64, 256), random.Random(0)
+def rss_mb():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024
+for i in range(300):
+    if i == 50:
+        start = rss_mb()
+    x = torch.randn(rng.randint(1, 400), 64)  # a new row count nearly every call, as token-budget batches have
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lin(x).float().sum().backward()
+print(rss_mb() - start)
+"""
+
+
+@pytest.mark.skipif(not cpu_has_fast_bf16(), reason="bf16 matmuls go through oneDNN only with native bf16")
+def test_bounded_kernel_caches_stop_bf16_memory_growing_with_new_shapes():
+    """The same 250 new shapes: the default caches keep a kernel for each, the bounded ones 16 (a subprocess: the
+    caches read their size once, at the first bf16 matmul)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")}
+    grown = {
+        how: int(
+            subprocess.run(
+                [sys.executable, "-c", BOUNDED_RUN, how], env=env, capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for how in ("default", "bounded")
+    }
+    assert grown["default"] > 4 * max(grown["bounded"], 10), grown

@@ -647,9 +647,11 @@ def main(argv: list[str] | None = None) -> int:
 
     log_to_stderr()  # progress lines to stderr; the library itself installs no handler
     if args.command in ("train", "translate", "evaluate"):
-        from .fastpath import reuse_freed_memory
+        from .fastpath import bound_kernel_caches, reuse_freed_memory
 
         reuse_freed_memory()  # this process is ours: freed step memory is reused, not page-faulted back
+        if args.command == "train":
+            bound_kernel_caches()  # before the first bf16 matmul; decoding's few shapes are all worth keeping
     try:
         return args.func(args)
     except KeyboardInterrupt:
