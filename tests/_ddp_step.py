@@ -19,20 +19,17 @@ import torch
 
 torch.set_num_threads(1)
 
+from tiny import QUIET, TINY_MODEL  # noqa: E402
+
 from torchlingo.config import Config  # noqa: E402
 from torchlingo.data_processing import NMTDataset, TokenBudgetBatchSampler, collate_fn, make_loader  # noqa: E402
 from torchlingo.models import SimpleTransformer  # noqa: E402
 from torchlingo.training import train_model  # noqa: E402
 
 BASE = dict(
-    tokenizer="word",
-    d_model=16,
-    n_heads=2,
-    num_encoder_layers=1,
-    num_decoder_layers=1,
-    d_ff=32,
+    **TINY_MODEL,
+    **QUIET,
     dropout=0.0,
-    amp="none",
     optimizer="adam",
     learning_rate=1.0,
     adam_eps=1.0,
@@ -42,8 +39,6 @@ BASE = dict(
     max_steps=1,
     num_epochs=1,
     label_smoothing=0.0,
-    use_tensorboard=False,
-    progress_bar=False,
     save_checkpoints=False,
     seed=5,
 )

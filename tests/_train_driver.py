@@ -31,6 +31,8 @@ import yaml
 
 torch.set_num_threads(1)  # bitwise equality needs the same thread count in every run
 
+from tiny import QUIET, TINY_MODEL  # noqa: E402
+
 import torchlingo.checkpoint as C  # noqa: E402
 import torchlingo.files as F  # noqa: E402
 import torchlingo.training as T  # noqa: E402
@@ -41,12 +43,7 @@ from torchlingo.logs import log_to_stderr  # noqa: E402
 from torchlingo.models import SimpleTransformer  # noqa: E402
 
 TINY = dict(
-    tokenizer="word",
-    d_model=16,
-    n_heads=2,
-    num_encoder_layers=1,
-    num_decoder_layers=1,
-    d_ff=32,
+    **TINY_MODEL,
     batch_size=8,
     num_epochs=2,
     learning_rate=3e-3,
@@ -54,9 +51,7 @@ TINY = dict(
     checkpoint_interval=3,
     val_interval=4,
     patience=3,
-    amp="none",
-    use_tensorboard=False,
-    progress_bar=False,
+    **QUIET,
     experiment_name="run",
     seed=7,
 )

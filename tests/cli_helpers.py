@@ -9,19 +9,13 @@ from pathlib import Path
 
 import yaml
 from conftest import write_toy_tsv
+from tiny import TINY_DIMS
 
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = {
     "data": {"tokenizer": "word", "max_tokens": 96},
-    "model": {
-        "d_model": 16,
-        "n_heads": 2,
-        "num_encoder_layers": 1,
-        "num_decoder_layers": 1,
-        "d_ff": 32,
-        "dropout": 0.0,
-    },
+    "model": {**TINY_DIMS, "dropout": 0.0},
     "training": {"learning_rate": 0.01, "warmup_steps": 2, "num_epochs": 2, "seed": 3, "device": "cpu", "amp": "none"},
     "decoding": {"beam_size": 2, "max_len_b": 5, "decode_max_tokens": 200},
     "logging": {"log_interval": 1, "progress_bar": False},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import yaml
 from cli_helpers import REPO
+from tiny import TINY_MODEL
 
 from torchlingo.config import Config
 from torchlingo.data_processing import NMTDataset
@@ -28,7 +29,7 @@ def test_base_config_logs_bleu_and_samples():
 
 
 def test_bleu_samples_is_the_number_of_logged_translations(toy_data):
-    config = Config(tokenizer="word", d_model=16, n_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=32)
+    config = Config(**TINY_MODEL)
     train = NMTDataset(toy_data / "data" / "train.tsv", config=config)
     val = NMTDataset(toy_data / "data" / "val.tsv", train.src_vocab, train.tgt_vocab, config)
     model = SimpleTransformer(len(train.src_vocab), len(train.tgt_vocab), config=config)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import tiny_config
 
 import torchlingo.checkpoint as ckpt
 from torchlingo.checkpoint import find_resumable, load_checkpoint, load_resumable, previous_path, save_checkpoint
-from torchlingo.config import Config
 from torchlingo.data_processing import NMTDataset, make_loader
 from torchlingo.errors import CheckpointError
 from torchlingo.models import SimpleTransformer
@@ -183,20 +183,7 @@ except CheckpointError as e:
 def test_unwritable_run_directory_fails_at_start_up(toy_data):
     blocker = toy_data / "a_file"
     blocker.write_text("I am a file, not a directory\n")
-    config = Config(
-        tokenizer="word",
-        d_model=16,
-        n_heads=2,
-        num_encoder_layers=1,
-        num_decoder_layers=1,
-        d_ff=32,
-        batch_size=16,
-        num_epochs=1,
-        use_tensorboard=False,
-        progress_bar=False,
-        amp="none",
-        tensorboard_dir=str(blocker / "runs"),
-    )
+    config = tiny_config(blocker, num_epochs=1)
     train = NMTDataset(toy_data / "data" / "train.tsv", config=config)
     model = SimpleTransformer(len(train.src_vocab), len(train.tgt_vocab), config=config)
     before = [p.detach().clone() for p in model.parameters()]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import write_toy_tsv
+from tiny import TINY_MODEL
 
 from torchlingo import distributed
 from torchlingo.data_processing import NMTDataset, TokenBudgetBatchSampler, make_loader
@@ -253,12 +254,7 @@ def write_config(root: Path, data: Path, **extra) -> Path:
         "train_file": data / "train.tsv",
         "val_file": data / "val.tsv",
         "test_file": data / "val.tsv",
-        "tokenizer": "word",
-        "d_model": 16,
-        "n_heads": 2,
-        "num_encoder_layers": 1,
-        "num_decoder_layers": 1,
-        "d_ff": 32,
+        **TINY_MODEL,
         "batch_size": 8,
         "num_epochs": 1,
         "amp": "none",

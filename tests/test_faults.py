@@ -9,33 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import tiny_config, toy_setup
 
 import torchlingo.training as T
 from torchlingo.checkpoint import load_checkpoint
-from torchlingo.config import Config
-from torchlingo.data_processing import NMTDataset, make_loader
 from torchlingo.errors import TorchlingoError, TrainingError
-from torchlingo.models import SimpleTransformer
 
 DRIVER = Path(__file__).with_name("_train_driver.py")
-
-
-def tiny(tmp_path, **changes) -> Config:
-    return Config(
-        tokenizer="word",
-        d_model=16,
-        n_heads=2,
-        num_encoder_layers=1,
-        num_decoder_layers=1,
-        d_ff=32,
-        batch_size=16,
-        num_epochs=2,
-        amp="none",
-        use_tensorboard=False,
-        progress_bar=False,
-        tensorboard_dir=str(tmp_path / "runs"),
-        **changes,
-    )
 
 
 def poison(monkeypatch, batches: set[int], value: float = math.nan) -> None:
@@ -51,17 +31,10 @@ def poison(monkeypatch, batches: set[int], value: float = math.nan) -> None:
     monkeypatch.setattr(T, "LabelSmoothedCrossEntropy", PoisonedLoss)
 
 
-def setup(toy_data, config):
-    train = NMTDataset(toy_data / "data" / "train.tsv", config=config)
-    val = NMTDataset(toy_data / "data" / "val.tsv", train.src_vocab, train.tgt_vocab, config=config)
-    model = SimpleTransformer(len(train.src_vocab), len(train.tgt_vocab), config=config)
-    return model, make_loader(train, config, shuffle=True), make_loader(val, config, shuffle=False)
-
-
 @pytest.mark.parametrize("value", [math.nan, math.inf])
 def test_non_finite_loss_skips_the_update(toy_data, monkeypatch, torchlingo_logs, value):
-    config = tiny(toy_data, max_bad_steps=3)  # 6 batches an epoch, 12 steps
-    model, train, val = setup(toy_data, config)
+    config = tiny_config(toy_data, max_bad_steps=3)  # 6 batches an epoch, 12 steps
+    model, train, val = toy_setup(toy_data / "data", config)
     poison(monkeypatch, {3, 4, 9}, value)
     result = T.train_model(model, train, val, config)
     assert result.steps == 12
@@ -79,8 +52,8 @@ def test_non_finite_loss_skips_the_update(toy_data, monkeypatch, torchlingo_logs
 
 
 def test_too_many_bad_steps_stop_with_the_last_good_checkpoint(toy_data, monkeypatch):
-    config = tiny(toy_data, max_bad_steps=3, checkpoint_interval=2)
-    model, train, val = setup(toy_data, config)
+    config = tiny_config(toy_data, max_bad_steps=3, checkpoint_interval=2)
+    model, train, val = toy_setup(toy_data / "data", config)
     poison(monkeypatch, set(range(5, 100)))
     with pytest.raises(TrainingError) as info:
         T.train_model(model, train, val, config)

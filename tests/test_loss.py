@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import TINY_DIMS
 
 from torchlingo.config import Config
 from torchlingo.data_processing import pad_batch
@@ -16,7 +17,7 @@ V = 12
 
 def tiny_model():
     torch.manual_seed(0)
-    config = Config(d_model=16, n_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=32, dropout=0.0)
+    config = Config(**TINY_DIMS, dropout=0.0)
     return SimpleTransformer(V, V, config).double()
 
 

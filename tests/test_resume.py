@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import write_toy_tsv
+from tiny import tiny_config, toy_setup
 
 DRIVER = Path(__file__).with_name("_train_driver.py")
 ROOT = DRIVER.parent.parent
@@ -160,37 +161,14 @@ def test_resume_from_best_pt_when_last_is_damaged(toy_data, monkeypatch):
     back to best.pt (end of epoch 1) and the resumed run still ends bitwise identical to the uninterrupted one."""
     import torchlingo.training as T
     from torchlingo.checkpoint import find_resumable
-    from torchlingo.config import Config
-    from torchlingo.data_processing import NMTDataset, make_loader
     from torchlingo.errors import TrainingError
-    from torchlingo.models import SimpleTransformer
 
     torch.set_num_threads(1)
 
     def run(name, **kwargs):
-        config = Config(
-            tokenizer="word",
-            d_model=16,
-            n_heads=2,
-            num_encoder_layers=1,
-            num_decoder_layers=1,
-            d_ff=32,
-            batch_size=16,
-            num_epochs=2,
-            amp="none",
-            use_tensorboard=False,
-            progress_bar=False,
-            tensorboard_dir=str(toy_data / "runs"),
-            experiment_name=name,
-            max_bad_steps=1,
-        )
-        train = NMTDataset(toy_data / "data" / "train.tsv", config=config)
-        val = NMTDataset(toy_data / "data" / "val.tsv", train.src_vocab, train.tgt_vocab, config=config)
-        torch.manual_seed(0)
-        model = SimpleTransformer(len(train.src_vocab), len(train.tgt_vocab), config=config)
-        result = T.train_model(
-            model, make_loader(train, config, True), make_loader(val, config, False), config, **kwargs
-        )
+        config = tiny_config(toy_data, experiment_name=name, max_bad_steps=1)
+        model, train, val = toy_setup(toy_data / "data", config, seed=0)
+        result = T.train_model(model, train, val, config, **kwargs)
         return model, result
 
     ref_model, ref = run("reference")

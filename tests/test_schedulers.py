@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import TINY_DIMS
 
 from torchlingo.config import Config
 from torchlingo.schedulers import build_scheduler
@@ -99,11 +100,7 @@ def test_train_model_logs_the_schedule_it_uses(tmp_path):
     from torchlingo.training import train_model
 
     config = Config(
-        d_model=16,
-        n_heads=2,
-        num_encoder_layers=1,
-        num_decoder_layers=1,
-        d_ff=32,
+        **TINY_DIMS,
         learning_rate=LR,
         warmup_steps=5,
         num_epochs=2,

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tiny import TINY_DIMS
 
 from torchlingo.checkpoint import load_model, save_checkpoint
 from torchlingo.config import Config
@@ -9,7 +10,7 @@ from torchlingo.errors import ConfigError
 from torchlingo.models import SimpleTransformer
 
 V = 19
-SMALL = Config(d_model=16, n_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=32, dropout=0.0)
+SMALL = Config(**TINY_DIMS, dropout=0.0)
 
 
 def test_one_matrix_serves_source_target_and_output():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import tiny_config
 
 from torchlingo.checkpoint import load_checkpoint
 from torchlingo.config import Config
@@ -21,12 +22,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "torchlingo"
 def run(toy_data, name, resume_from=None, train_rows=None, **changes):
     """A tiny fp32 run (96 pairs, 16 a batch: 6 batches an epoch) in toy_data/runs/NAME."""
     torch.set_num_threads(1)
-    settings = dict(tokenizer="word", d_model=16, n_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=32)
-    settings.update(batch_size=16, num_epochs=3, amp="none", use_tensorboard=False, progress_bar=False, seed=3)
-    settings.update(
-        scheduler_type="transformer", warmup_steps=4, val_interval=4, tensorboard_dir=str(toy_data / "runs")
-    )
-    config = Config(**{**settings, **changes}, experiment_name=name)
+    settings = dict(num_epochs=3, seed=3, scheduler_type="transformer", warmup_steps=4, val_interval=4)
+    config = tiny_config(toy_data, **{**settings, **changes}, experiment_name=name)
     train = NMTDataset(toy_data / "data" / "train.tsv", config=config)
     if train_rows is not None:
         train = torch.utils.data.Subset(train, range(train_rows))
