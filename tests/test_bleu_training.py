@@ -2,42 +2,19 @@
 
 import pytest
 import torch
+from tiny import SMALL_RUN, toy_setup
 
 from torchlingo.config import Config
-from torchlingo.data_processing.batching import make_loader
-from torchlingo.data_processing.dataset import NMTDataset
 from torchlingo.errors import ConfigError
-from torchlingo.models import SimpleTransformer
 from torchlingo.training import train_model
 
 
 def tiny_setup(data_dir, run_dir, **overrides):
     settings = dict(
-        tokenizer="word",
-        d_model=32,
-        n_heads=2,
-        num_encoder_layers=1,
-        num_decoder_layers=1,
-        d_ff=64,
-        dropout=0.0,
-        batch_size=16,
-        learning_rate=3e-3,
-        warmup_steps=5,
-        num_epochs=3,
-        device="cpu",
-        amp="none",
-        tensorboard_dir=str(run_dir),
-        experiment_name="bleu",
-        log_interval=2,
-        progress_bar=False,
-        eval_bleu=True,
-        max_len_b=5,
+        SMALL_RUN, num_epochs=3, tensorboard_dir=str(run_dir), experiment_name="bleu", log_interval=2, eval_bleu=True
     )
     config = Config(**{**settings, **overrides})
-    train = NMTDataset(data_dir / "train.tsv", config=config)
-    val = NMTDataset(data_dir / "val.tsv", train.src_vocab, train.tgt_vocab, config=config)
-    model = SimpleTransformer(len(train.src_vocab), len(train.tgt_vocab), config)
-    return model, make_loader(train, config, shuffle=True), make_loader(val, config, shuffle=False), config
+    return *toy_setup(data_dir, config), config
 
 
 def read_events(run_dir):

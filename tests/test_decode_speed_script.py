@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import SMALL_RUN, TINY_DIMS, toy_setup
 
 from torchlingo.checkpoint import save_checkpoint
 from torchlingo.config import Config
-from torchlingo.data_processing.batching import make_loader
-from torchlingo.data_processing.dataset import NMTDataset
 from torchlingo.data_processing.vocab import Vocab
 from torchlingo.models import SimpleTransformer
 from torchlingo.training import train_model
@@ -34,29 +33,11 @@ def load_script():
 
 def test_decode_speed_script_on_tiny_checkpoint(toy_data, capsys):
     config = Config(
-        tokenizer="word",
-        d_model=32,
-        n_heads=2,
-        num_encoder_layers=1,
-        num_decoder_layers=1,
-        d_ff=64,
-        dropout=0.0,
-        batch_size=16,
-        learning_rate=3e-3,
-        warmup_steps=5,
-        num_epochs=2,
-        device="cpu",
-        amp="none",
-        tensorboard_dir=str(toy_data / "runs"),
-        experiment_name="tiny",
-        progress_bar=False,
-        use_tensorboard=False,
-        max_len_b=5,
+        **SMALL_RUN, num_epochs=2, tensorboard_dir=str(toy_data / "runs"), experiment_name="tiny", use_tensorboard=False
     )
-    train = NMTDataset(toy_data / "data" / "train.tsv", config=config)
-    val = NMTDataset(toy_data / "data" / "val.tsv", train.src_vocab, train.tgt_vocab, config=config)
-    model = SimpleTransformer(len(train.src_vocab), len(train.tgt_vocab), config)
-    result = train_model(model, make_loader(train, config, True), make_loader(val, config, False), config)
+    model, train_loader, val_loader = toy_setup(toy_data / "data", config)
+    result = train_model(model, train_loader, val_loader, config)
+    val = val_loader.dataset
     split = toy_data / "bench"
     split.mkdir()
     (split / "test_2016_flickr.de").write_text("\n".join(val.src_texts) + "\n", encoding="utf-8")
@@ -92,7 +73,7 @@ def sharp_random_checkpoint(path: Path) -> Path:
     """A small random model whose sharpened outputs translate the toy words s0..s19 into distinct t0..t19 lines."""
     src_vocab = Vocab(["<pad>", "<unk>", "<s>", "</s>"] + [f"s{i}" for i in range(20)])
     tgt_vocab = Vocab(["<pad>", "<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(20)])
-    config = Config(d_model=16, n_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=32, dropout=0.0)
+    config = Config(**TINY_DIMS, dropout=0.0)
     model = SimpleTransformer(len(src_vocab), len(tgt_vocab), config.replace(tie_embeddings=False)).eval()
     with torch.no_grad():
         model.output_proj.weight.mul_(3.0)
