@@ -1,15 +1,21 @@
-"""Tiny configs and a runner for the CLI tests: a model of a few thousand weights trained for a few steps."""
+"""Tiny configs and a runner for the CLI tests: a model of a few thousand weights trained for a few steps, and a
+Ctrl-C in the middle of it."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import write_toy_tsv
 from tiny import TINY_DIMS
+
+from torchlingo.tracking import RunLogger
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,6 +51,23 @@ def write_config(root: Path, name: str = "tiny", **changes) -> Path:
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
+
+
+@contextmanager
+def ctrl_c_at_step(step: int) -> Iterator[None]:
+    """Inside the block a run gets Ctrl-C (a KeyboardInterrupt) during its optimizer step STEP: RunLogger.advance,
+    called once a step, raises it at its STEP-th call."""
+    advance, calls = RunLogger.advance, [0]
+
+    def interrupted(self):
+        calls[0] += 1
+        if calls[0] == step:
+            raise KeyboardInterrupt
+        advance(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RunLogger, "advance", interrupted)
+        yield
 
 
 def run_module(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -9,10 +9,9 @@ import sys
 
 import pytest
 import torch
-from cli_helpers import one_error_line, run_module, write_config, write_corpus
+from cli_helpers import ctrl_c_at_step, one_error_line, run_module, write_config, write_corpus
 
 from torchlingo.cli import _translator, build_parser, main
-from torchlingo.tracking import RunLogger
 
 
 @pytest.fixture(scope="module")
@@ -72,29 +71,19 @@ def test_train_sentencepiece_saves_the_model_and_refuses_to_overwrite(tmp_path, 
     assert (run / "checkpoints" / "last.pt").stat().st_mtime_ns != before
 
 
-def test_resume_after_interrupt_continues_from_last_pt(tmp_path, monkeypatch, capsys):
+def test_resume_after_interrupt_continues_from_last_pt(tmp_path, capsys):
     """Ctrl-C at step 5 exits 130; --resume goes on from last.pt (step 4) and ends like an uninterrupted run."""
     root = write_corpus(tmp_path)
     common = dict(checkpoint_interval=2, test_file=None)
     assert main(["train", str(write_config(root, "whole", **common))]) == 0
     whole = json.loads((root / "runs" / "whole" / "metrics.json").read_text())
 
-    advance = RunLogger.advance
-    calls = {"n": 0}
-
-    def interrupt_at_step_5(self):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        advance(self)
-
-    monkeypatch.setattr(RunLogger, "advance", interrupt_at_step_5)
     config = write_config(root, "cut", **common)
-    assert main(["train", str(config)]) == 130
+    with ctrl_c_at_step(5):
+        assert main(["train", str(config)]) == 130
     assert "interrupted (resume with: torchlingo train CONFIG --resume)" in capsys.readouterr().err
     last = root / "runs" / "cut" / "checkpoints" / "last.pt"
     assert torch.load(last, weights_only=True)["position"]["step"] == 4
-    monkeypatch.setattr(RunLogger, "advance", advance)
 
     assert main(["train", str(config), "--resume"]) == 0
     cut = json.loads((root / "runs" / "cut" / "metrics.json").read_text())

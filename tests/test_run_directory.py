@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from cli_helpers import REPO, one_error_line, write_config, write_corpus
+from cli_helpers import REPO, ctrl_c_at_step, one_error_line, write_config, write_corpus
 
 from torchlingo.cli import main
 from torchlingo.tracking import RunLogger
@@ -28,20 +28,11 @@ def fails(capsys, argv) -> str:
     return one_error_line(capsys.readouterr().err)
 
 
-def interrupted_run(root, monkeypatch, capsys, name: str = "cut", at_call: int = 5, **changes):
+def interrupted_run(root, capsys, name: str = "cut", at_call: int = 5, **changes):
     """A run stopped by Ctrl-C during step `at_call` (last.pt every 2 steps: at step 4, mid-epoch 1)."""
-    advance, calls = RunLogger.advance, {"n": 0}
-
-    def interrupt(self):
-        calls["n"] += 1
-        if calls["n"] == at_call:
-            raise KeyboardInterrupt
-        advance(self)
-
     config = write_config(root, name, checkpoint_interval=2, test_file=None, **changes)
-    monkeypatch.setattr(RunLogger, "advance", interrupt)
-    assert main(["train", str(config)]) == 130
-    monkeypatch.setattr(RunLogger, "advance", advance)
+    with ctrl_c_at_step(at_call):
+        assert main(["train", str(config)]) == 130
     capsys.readouterr()
     return config, root / "runs" / name
 
@@ -124,8 +115,8 @@ def test_a_training_run_holds_its_directory(root, monkeypatch, capsys):
 
 
 # -- what a resume checks ------------------------------------------------------------------------------------
-def test_resume_refuses_changed_training_data_unless_accepted(root, monkeypatch, capsys, torchlingo_logs):
-    config, run = interrupted_run(root, monkeypatch, capsys)
+def test_resume_refuses_changed_training_data_unless_accepted(root, capsys, torchlingo_logs):
+    config, run = interrupted_run(root, capsys)
     train = root / "data" / "train.tsv"
     lines = train.read_text().splitlines()
     train.write_text("\n".join([lines[0], lines[2], lines[1], *lines[3:]]) + "\n")  # two pairs swapped
@@ -144,15 +135,15 @@ def test_resume_refuses_changed_training_data_unless_accepted(root, monkeypatch,
     assert "--accept-data-change: only with --resume" in fails(capsys, ["train", str(config), "--accept-data-change"])
 
 
-def test_resume_refuses_changed_batching(root, monkeypatch, capsys):
-    config, _ = interrupted_run(root, monkeypatch, capsys)
+def test_resume_refuses_changed_batching(root, capsys):
+    config, _ = interrupted_run(root, capsys)
     message = fails(capsys, ["train", str(config), "--resume", "--set", "max_tokens=128"])
     assert "the training data changed since this checkpoint (max_tokens 96 -> 128)" in message
     assert "seed 3 -> 4" in fails(capsys, ["train", str(config), "--resume", "--set", "seed=4"])
 
 
-def test_resume_tokenizer_file_must_match_the_checkpoint(root, monkeypatch, capsys):
-    config, run = interrupted_run(root, monkeypatch, capsys)
+def test_resume_tokenizer_file_must_match_the_checkpoint(root, capsys):
+    config, run = interrupted_run(root, capsys)
     vocab = run / "src_vocab.txt"
     tokens = vocab.read_text().splitlines()
     tokens[4], tokens[5] = tokens[5], tokens[4]  # two words swap ids: the model's embeddings no longer match
@@ -164,17 +155,17 @@ def test_resume_tokenizer_file_must_match_the_checkpoint(root, monkeypatch, caps
     assert vocab.read_text().splitlines()[4:6] == tokens[4:6][::-1]
 
 
-def test_resume_takes_the_model_shape_from_the_checkpoint(root, monkeypatch, capsys):
+def test_resume_takes_the_model_shape_from_the_checkpoint(root, capsys):
     """The run directory's config.yaml is not what a resume trusts: with it gone, a changed model shape is still
     named from the checkpoint's own config."""
-    config, run = interrupted_run(root, monkeypatch, capsys)
+    config, run = interrupted_run(root, capsys)
     (run / "config.yaml").unlink()
     message = fails(capsys, ["train", str(config), "--resume", "--set", "d_model=32"])
     assert f"d_model: the run in {run} used 16 (its checkpoint last.pt says so), now 32" in message
 
 
-def test_empty_config_file_is_an_error_not_the_defaults(root, monkeypatch, capsys):
-    _, run = interrupted_run(root, monkeypatch, capsys)
+def test_empty_config_file_is_an_error_not_the_defaults(root, capsys):
+    _, run = interrupted_run(root, capsys)
     saved = run / "config.yaml"
     saved.write_text("")  # what a crash during a non-atomic write leaves
     message = fails(capsys, ["train", str(saved), "--resume"])
@@ -184,12 +175,12 @@ def test_empty_config_file_is_an_error_not_the_defaults(root, monkeypatch, capsy
     )  # noqa: E501
 
 
-def test_tensorboard_curve_is_whole_after_a_resume(root, monkeypatch, capsys):
+def test_tensorboard_curve_is_whole_after_a_resume(root, capsys):
     """The resumed run logs from step 5 on; the interrupted one logged steps 1-4 (last.pt at step 4). TensorBoard
     purges the events of steps >= purge_step when it reads the second file, so every step is there exactly once."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    config, run = interrupted_run(root, monkeypatch, capsys)
+    config, run = interrupted_run(root, capsys)
     assert main(["train", str(config), "--resume"]) == 0
     steps = json.loads((run / "metrics.json").read_text())["steps"]
     events = EventAccumulator(str(run), size_guidance={"scalars": 0})
@@ -223,7 +214,7 @@ def test_run_files_get_ordinary_permissions(root, capsys):
 def test_a_resume_reads_its_checkpoint_twice_not_three_times(root, monkeypatch, capsys):
     """Once for the settings, vocabularies and data fingerprint (on the CPU), once into the model and optimizer
     (on the training device): a large checkpoint read a third time cost seconds and its size in memory again."""
-    config, run = interrupted_run(root, monkeypatch, capsys)
+    config, run = interrupted_run(root, capsys)
     real_load, reads = torch.load, []
 
     def counting_load(f, *args, **kwargs):

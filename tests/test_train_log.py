@@ -10,7 +10,7 @@ import re
 import sys
 
 import pytest
-from cli_helpers import write_config, write_corpus
+from cli_helpers import ctrl_c_at_step, write_config, write_corpus
 
 from torchlingo import logs
 from torchlingo.cli import main
@@ -58,21 +58,12 @@ def test_train_log_holds_the_console_lines_with_timestamps(run):
     assert file_handlers() == []  # removed (and closed) when the run ended
 
 
-def test_resume_appends_to_train_log_after_a_resumed_from_line(tmp_path, monkeypatch, capsys):
+def test_resume_appends_to_train_log_after_a_resumed_from_line(tmp_path, capsys):
     """Ctrl-C at step 5 (last.pt at step 4): the lines up to there are in train.log; --resume keeps them and goes on."""
     root = write_corpus(tmp_path)
     config = write_config(root, "cut", checkpoint_interval=2, test_file=None)
-    advance, calls = RunLogger.advance, {"n": 0}
-
-    def interrupt_at_step_5(self):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        advance(self)
-
-    monkeypatch.setattr(RunLogger, "advance", interrupt_at_step_5)
-    assert main(["train", str(config)]) == 130
-    monkeypatch.setattr(RunLogger, "advance", advance)
+    with ctrl_c_at_step(5):
+        assert main(["train", str(config)]) == 130
     log_file = root / "runs" / "cut" / "train.log"
     first = log_file.read_text(encoding="utf-8")
     assert "| step 4 | loss" in first and "| step 5 |" not in first  # step 5 was cut before it was logged
