@@ -26,6 +26,16 @@ TINY = {
     "decoding": {"beam_size": 2, "max_len_b": 5, "decode_max_tokens": 200},
     "logging": {"log_interval": 1, "progress_bar": False},
 }
+# What a finished `torchlingo train` with a test set leaves in its run directory (besides the TensorBoard events).
+RUN_FILES = (
+    "config.yaml",
+    "src_vocab.txt",
+    "tgt_vocab.txt",
+    "checkpoints/best.pt",
+    "checkpoints/last.pt",
+    "test.hyp",
+    "metrics.json",
+)
 
 
 def write_corpus(root: Path) -> Path:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from cli_helpers import ctrl_c_at_step, one_error_line, run_module, write_config, write_corpus
+from cli_helpers import RUN_FILES, ctrl_c_at_step, one_error_line, run_module, write_config, write_corpus
 
 from torchlingo.cli import _translator, build_parser, main
 
@@ -30,15 +30,7 @@ def trained(tmp_path_factory):
 def test_train_writes_every_file_of_the_run(trained):
     root, run, stdout = trained
     names = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
-    assert {
-        "config.yaml",
-        "src_vocab.txt",
-        "tgt_vocab.txt",
-        "checkpoints/best.pt",
-        "checkpoints/last.pt",
-        "test.hyp",
-        "metrics.json",
-    } <= names
+    assert set(RUN_FILES) <= names
     assert any(n.startswith("events.out.tfevents.") for n in names)
     metrics = json.loads((run / "metrics.json").read_text())
     # 64 toy pairs in 96-token batches: the sampler gives a fixed number of batches an epoch, 2 epochs

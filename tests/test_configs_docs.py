@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import RUN_FILES
 
 from torchlingo.config import Config
 from torchlingo.data_processing import NMTDataset, resolve_data_path
@@ -48,15 +49,7 @@ def test_main_job_command_runs_base_yaml_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert re.search(r"test BLEU = \d+\.\d+ +nrefs:1\|case:mixed\|eff:no\|tok:13a", proc.stdout + proc.stderr)
     run = tmp_path / "base"
-    for name in (
-        "config.yaml",
-        "src_vocab.txt",
-        "tgt_vocab.txt",
-        "checkpoints/best.pt",
-        "checkpoints/last.pt",
-        "test.hyp",
-        "metrics.json",
-    ):
+    for name in RUN_FILES:
         assert (run / name).is_file(), name
     assert list(run.glob("events.out.tfevents.*"))
     metrics = json.loads((run / "metrics.json").read_text())
