@@ -1,14 +1,16 @@
 """Tiny configs and a runner for the CLI tests: a model of a few thousand weights trained for a few steps, and a
-Ctrl-C in the middle of it."""
+Ctrl-C in the middle of it; and the benchmark scripts loaded as modules."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
@@ -96,6 +98,14 @@ def run_module(*args: str, stdin: str | None = None, cwd: Path | None = None) ->
         env=env,
         timeout=300,
     )
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/NAME.py as a new module (not put in sys.modules), to call its functions in this process."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def one_error_line(stderr: str) -> str:

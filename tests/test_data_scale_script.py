@@ -1,16 +1,10 @@
 """benchmarks/data_scale.py --quick runs end to end on data/train.tsv and prints its table."""
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "data_scale.py"
+from cli_helpers import load_benchmark
 
 
 def test_data_scale_quick(capsys):
-    spec = importlib.util.spec_from_file_location("data_scale", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--quick"]) == 0
+    assert load_benchmark("data_scale").main(["--quick"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert "prep 2w s" in lines[0] and "(in memory)" in lines[0]
     row = lines[2].split()

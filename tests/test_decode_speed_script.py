@@ -1,13 +1,13 @@
 """benchmarks/decode_speed.py runs end to end on a tiny checkpoint and prints one table; its CTranslate2 rows
 (skipped without ctranslate2) measure both engines on a tiny checkpoint."""
 
-import importlib.util
 import math
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import load_benchmark
 from tiny import SMALL_RUN, TINY_DIMS, toy_setup
 
 from torchlingo.checkpoint import save_checkpoint
@@ -16,19 +16,11 @@ from torchlingo.data_processing.vocab import Vocab
 from torchlingo.models import SimpleTransformer
 from torchlingo.training import train_model
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "decode_speed.py"
 try:
     import ctranslate2
 except ImportError:
     ctranslate2 = None
 needs_ct2 = pytest.mark.skipif(ctranslate2 is None, reason="ctranslate2 is not installed (optional extra)")
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("decode_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_decode_speed_script_on_tiny_checkpoint(toy_data, capsys):
@@ -43,7 +35,7 @@ def test_decode_speed_script_on_tiny_checkpoint(toy_data, capsys):
     (split / "test_2016_flickr.de").write_text("\n".join(val.src_texts) + "\n", encoding="utf-8")
     (split / "test_2016_flickr.en").write_text("\n".join(val.tgt_texts) + "\n", encoding="utf-8")
 
-    rows = load_script().main(
+    rows = load_benchmark("decode_speed").main(
         [
             "--checkpoint",
             str(result.best_checkpoint),
@@ -93,7 +85,7 @@ def test_ctranslate2_rows_on_a_tiny_checkpoint(tmp_path, beam):
     fp32 = Translator.from_checkpoint(ckpt, beam_size=beam, amp="none", max_sentences=2, progress=False)
     sources = ["s1 s2 s3", "s4 s5", "s6 s7 s8 s9", "s10"]
     refs = ["t1 t2 t3", "t4 t5", "t6 t7 t8 t9", "t10"]
-    rows = load_script().ctranslate2_rows(folder, {"fp32": fp32}, sources, refs, repeats=1, n_ref=2)
+    rows = load_benchmark("decode_speed").ctranslate2_rows(folder, {"fp32": fp32}, sources, refs, repeats=1, n_ref=2)
     search, layout = "greedy" if beam == 1 else "beam 2", "(1 inter x 1 intra)"  # one torch thread in the tests
     assert [r["decoder"] for r in rows] == [
         f"{search}, batched + KV cache, fp32",
@@ -109,6 +101,6 @@ def test_ctranslate2_rows_on_a_tiny_checkpoint(tmp_path, beam):
 def test_ctranslate2_flag_without_ctranslate2_exits_in_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "ctranslate2", None)  # import ctranslate2 raises ImportError
     with pytest.raises(SystemExit) as exit_info:
-        load_script().main(["--checkpoint", "missing.pt", "--ctranslate2"])
+        load_benchmark("decode_speed").main(["--checkpoint", "missing.pt", "--ctranslate2"])
     message = str(exit_info.value.code)
     assert "\n" not in message and "ctranslate2" in message and "pip install" in message

@@ -1,16 +1,10 @@
 """benchmarks/kernel_caches.py --quick trains both settings end to end and prints its table."""
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "kernel_caches.py"
+from cli_helpers import load_benchmark
 
 
 def test_kernel_caches_quick(capsys):
-    spec = importlib.util.spec_from_file_location("kernel_caches", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--quick"]) == 0
+    assert load_benchmark("kernel_caches").main(["--quick"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0] == "4 steps of configs/base.yaml, 1 threads, best of 1:"
     rows = [line.split("|")[1:-1] for line in out[4:]]
