@@ -21,19 +21,12 @@ TINY = dict(
     progress_bar=False,
     seed=0,
 )
+# The model and schedule that learn the reverse task in 8 epochs (fp32, and on CUDA).
+REVERSE = dict(d_model=64, num_encoder_layers=2, num_decoder_layers=2, d_ff=128, learning_rate=3e-3, num_epochs=8)
 
 
 def test_learns_to_reverse_in_fp32():
-    config = Config(
-        d_model=64,
-        num_encoder_layers=2,
-        num_decoder_layers=2,
-        d_ff=128,
-        learning_rate=3e-3,
-        num_epochs=8,
-        amp="none",
-        **TINY,
-    )
+    config = Config(**REVERSE, amp="none", **TINY)
     train, val = loaders("reverse", n_train=2000)
     model = SimpleTransformer(16, 16, config)
     result = train_model(model, train, val, config)
@@ -79,17 +72,7 @@ def test_learns_to_copy_under_bf16_autocast_on_cpu():
 def test_learns_to_reverse_on_cuda(amp):
     if amp == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("GPU without bf16")
-    config = Config(
-        d_model=64,
-        num_encoder_layers=2,
-        num_decoder_layers=2,
-        d_ff=128,
-        learning_rate=3e-3,
-        num_epochs=8,
-        amp=amp,
-        device="cuda",
-        **TINY,
-    )
+    config = Config(**REVERSE, amp=amp, device="cuda", **TINY)
     train, val = loaders("reverse", n_train=2000)
     model = SimpleTransformer(16, 16, config)
     train_model(model, train, val, config)
