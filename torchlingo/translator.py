@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -26,6 +26,9 @@ from .config import Config
 from .data_processing.batching import pad_batch
 from .data_processing.vocab import SentencePieceVocab, Vocab
 from .search import Ensemble, Hypothesis, Sampling, beam_search, gnmt_penalty, greedy_decode
+
+if TYPE_CHECKING:
+    from .models import SimpleTransformer
 
 log = logging.getLogger("torchlingo")
 
@@ -115,6 +118,7 @@ class Translator:
         paths = [path] if isinstance(path, (str, Path)) else list(path)
         device = resolve_device(str(overrides.pop("device", "cpu")))
         models, vocabs, first_state = [], None, None
+        model: SimpleTransformer | Ensemble  # each checkpoint's model, then the one to translate with
         for p in paths:
             model, src_vocab, tgt_vocab, state = load_model(p, map_location=device)
             if src_vocab is None or tgt_vocab is None:
