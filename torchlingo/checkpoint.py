@@ -14,12 +14,16 @@ import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import torch
 
 from .errors import CheckpointError, TorchlingoError, first_line
 from .files import atomic_write
+
+if TYPE_CHECKING:
+    from .data_processing.vocab import SentencePieceVocab, Vocab
+    from .models import SimpleTransformer
 
 FORMAT_VERSION = 1
 log = logging.getLogger("torchlingo")
@@ -57,10 +61,11 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, keep_previous: bool
 class _Writer:
     """The file torch.save writes to, remembering the OSError (ENOSPC, EFBIG, EIO) that torch would hide."""
 
-    def __init__(self, f):
-        self.f, self.error = f, None
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.error: OSError | None = None
 
-    def write(self, data) -> int:
+    def write(self, data: bytes) -> int:
         try:
             return self.f.write(data)
         except OSError as e:
@@ -240,7 +245,9 @@ def _reason(e: BaseException) -> str:
     return first_line(e).split(". ")[0]  # miniz adds paragraphs of advice after the first sentence
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
+def load_model(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[SimpleTransformer, Vocab | SentencePieceVocab | None, Vocab | SentencePieceVocab | None, dict[str, Any]]:
     """(model in eval mode, src_vocab, tgt_vocab, state) from a checkpoint written by training."""
     from .data_processing.vocab import vocab_from_state
 
@@ -266,7 +273,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
     return model.to(map_location).eval(), vocabs[0], vocabs[1], state
 
 
-def _build_model(path: str | Path, state: dict):
+def _build_model(path: str | Path, state: dict) -> SimpleTransformer:
     from .models import SimpleTransformer
 
     args = state.get("model_args")

@@ -24,12 +24,17 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .config import AMP_MODES, QUANTIZE_MODES
 from .errors import DataError, TorchlingoError, TrainingInterrupted, first_line
 from .files import write_text
 from .inputs import SOURCE, TARGET, checkpoint_path, column, looks_like_tsv, run_test_set
+
+if TYPE_CHECKING:
+    from .export import CTranslate2Translator
+    from .translator import Translator
 
 log = logging.getLogger("torchlingo")
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
@@ -67,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt(value) -> str:
+def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
@@ -102,7 +107,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 # -- translate / evaluate -----------------------------------------------------------------------------------
-def _translator(args: argparse.Namespace):
+def _translator(args: argparse.Namespace) -> Translator | CTranslate2Translator:
     from .translator import Translator
 
     if _engine(args) == "ctranslate2":
@@ -136,7 +141,7 @@ def _engine(args: argparse.Namespace) -> str:
     return args.engine
 
 
-def _ct2_translator(args: argparse.Namespace):
+def _ct2_translator(args: argparse.Namespace) -> CTranslate2Translator:
     """--engine ctranslate2: the exported --model folder, its decoding defaults overridden by the flags that apply;
     --parallel-batches is CTranslate2's inter_threads (batches decoded at once), each on its share of the threads."""
     import torch
@@ -259,12 +264,16 @@ def read_sentences(path: str | None, which: int = SOURCE) -> list[str]:
     return column("<stdin>" if path in (None, "-") else path, read_text_lines(path), which)
 
 
-def translate_lines(translator, lines: list[str], prefixes: list[str] | None = None) -> list[str]:
+def translate_lines(
+    translator: Translator | CTranslate2Translator, lines: list[str], prefixes: list[str] | None = None
+) -> list[str]:
     """Translate the non-empty lines; an empty input line gives an empty output line, so the output stays aligned."""
     return [nbest[0][0] for nbest in translate_nbest_lines(translator, lines, prefixes)]
 
 
-def translate_nbest_lines(translator, lines: list[str], prefixes: list[str] | None = None) -> list[list]:
+def translate_nbest_lines(
+    translator: Translator | CTranslate2Translator, lines: list[str], prefixes: list[str] | None = None
+) -> list[list]:
     """Per line its n-best (text, score) list; an empty line gets [("", 0.0)]."""
     todo = [i for i, ln in enumerate(lines) if ln.strip()]
     out: list[list] = [[("", 0.0)] for _ in lines]
@@ -334,7 +343,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
-def interactive(translator, args: argparse.Namespace) -> int:
+def interactive(translator: Translator | CTranslate2Translator, args: argparse.Namespace) -> int:
     """stdin is a terminal: translate each line as it is typed, until end of input (Ctrl-D)."""
     print("torchlingo: type a sentence and press Enter; Ctrl-D ends", file=sys.stderr)
     for line in sys.stdin:
@@ -456,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_train(sub) -> None:
+def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train a model as a YAML config says, then translate and score its test set")
     p.add_argument("config", help="YAML config (see configs/ and docs/configuration.md)")
     p.add_argument(
@@ -482,7 +491,7 @@ def _add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def _add_prepare(sub) -> None:
+def _add_prepare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("prepare", help="tokenize the training corpus into memory-mapped shards (for big corpora)")
     p.add_argument("config", help="YAML config; data_dir says where the shards go (default: run directory's data/)")
     p.add_argument("--workers", type=positive_int, default=None, help="encoding processes (default: prepare_workers)")
@@ -534,7 +543,7 @@ def _decoding_options(p: argparse.ArgumentParser, checkpoint_required: bool = Tr
     )
 
 
-def _engine_options(p: argparse.ArgumentParser, model) -> None:
+def _engine_options(p: argparse.ArgumentParser, model: argparse._MutuallyExclusiveGroup) -> None:
     """--engine, --model (in `model`, the group --checkpoint is in) and --compute-type."""
     from .export import QUANTIZATIONS
 
@@ -565,7 +574,7 @@ def _search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", metavar="FILE", help="target prefixes, one a source line, every hypothesis starts with")
 
 
-def _add_translate(sub) -> None:
+def _add_translate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("translate", help="translate one sentence a line (stdin to stdout by default)")
     _decoding_options(p)
     _search_options(p)
@@ -582,7 +591,7 @@ def _add_translate(sub) -> None:
     p.set_defaults(func=cmd_translate)
 
 
-def _add_evaluate(sub) -> None:
+def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("evaluate", help="translate a source file and score it against references (BLEU, chrF, TER)")
     _decoding_options(p, checkpoint_required=False)
     _search_options(p)
@@ -602,7 +611,7 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
-def _add_average(sub) -> None:
+def _add_average(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("average", help="average the weights of several checkpoints into one (translate/evaluate it)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--checkpoints", nargs="+", metavar="PATH", help="the checkpoints to average")
@@ -612,7 +621,7 @@ def _add_average(sub) -> None:
     p.set_defaults(func=cmd_average)
 
 
-def _add_export(sub) -> None:
+def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from .export import QUANTIZATIONS
 
     p = sub.add_parser("export", help="export a checkpoint to another runtime (CTranslate2)")
@@ -623,7 +632,7 @@ def _add_export(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
-def _add_download(sub) -> None:
+def _add_download(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("download", help="download a public corpus")
     corpora = p.add_subparsers(dest="corpus", required=True, metavar="CORPUS")
     m = corpora.add_parser("multi30k", help="Multi30k task 1 raw text (de, en, fr, cs)")

@@ -28,8 +28,9 @@ import io
 import logging
 import os
 import re
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -38,8 +39,10 @@ from .errors import ConfigError, TrainingError, first_line
 
 if TYPE_CHECKING:
     from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data import DataLoader
 
 log = logging.getLogger("torchlingo")
+_T = TypeVar("_T")
 
 # The waits on rank 0 (reading the corpus and training the tokenizer, BLEU decoding, writing a checkpoint) go through
 # a gloo group with this timeout; the collectives of a training step keep torch's default (10 min NCCL, 30 min gloo).
@@ -139,7 +142,7 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, **buffers)
 
 
-def gradient_sync(module: torch.nn.Module, sync: bool):
+def gradient_sync(module: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager[None]:
     """Context for one micro-batch's forward and backward: DDP all-reduces the gradients only when `sync` (the last
     micro-batch of an optimizer step); the others accumulate locally (`no_sync`)."""
     if sync or not hasattr(module, "no_sync"):
@@ -193,7 +196,7 @@ def sum_over_ranks(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return summed
 
 
-def from_writer(obj):
+def from_writer(obj: _T) -> _T:
     """Rank 0's `obj` on every rank (picklable values): one decision, taken on rank 0, followed everywhere."""
     if not _active():
         return obj
@@ -203,7 +206,7 @@ def from_writer(obj):
     return box[0]
 
 
-def gather_to_writer(obj) -> list | None:
+def gather_to_writer(obj: object) -> list | None:
     """[rank 0's obj, rank 1's, ...] on rank 0, None elsewhere; [obj] for one process. `obj` is made of tensors
     and plain values (a checkpoint's kind): it travels as torch.save bytes and is read back weights-only."""
     if not _active():
@@ -238,7 +241,7 @@ def writer_ready() -> None:
 
 
 @contextlib.contextmanager
-def peer_failures_as_errors():
+def peer_failures_as_errors() -> Iterator[None]:
     """A collective that fails because another rank is gone (it raised an error, or was killed) becomes a one-line
     TrainingError: that rank has printed the cause, and torchrun stops the group."""
     try:
@@ -265,7 +268,7 @@ def _peer_failure(e: RuntimeError) -> bool:
     )
 
 
-def check_shards(loader) -> None:
+def check_shards(loader: DataLoader) -> None:
     """The training loader must give every rank the same number of batches, at least one: a rank with fewer would
     leave the others waiting in a collective. A loader that does not shard (every rank trains on the same
     batches) is allowed, with a warning."""

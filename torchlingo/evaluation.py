@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .errors import DataError
+
+if TYPE_CHECKING:
+    import torch
+    from sacrebleu.metrics.base import Metric
+
+    from .config import Config
+    from .data_processing import NMTDataset
+    from .tracking import RunLogger
 
 METRICS = ("bleu", "chrf", "ter")
 
 
-def _metric(name: str):
+def _metric(name: str) -> Metric:
     from sacrebleu.metrics import BLEU, CHRF, TER
 
     return {"bleu": BLEU, "chrf": CHRF, "ter": TER}[name]()
@@ -42,7 +51,7 @@ def score_corpus(
     scores: dict = {}
     for name in metrics:
         metric = _metric(name)
-        result = metric.corpus_score(hyps, streams)
+        result = metric.corpus_score(hyps, streams)  # type: ignore[arg-type]  # streams of str (refs[0] decided)
         scores[name] = float(result.score)
         scores[f"{name}_signature"] = str(metric.get_signature())
     return scores
@@ -56,7 +65,9 @@ class BleuValidator:
     (`val/translations`) when given a RunLogger.
     """
 
-    def __init__(self, dataset, config, logger=None, samples: int | None = None):
+    def __init__(
+        self, dataset: NMTDataset, config: Config, logger: RunLogger | None = None, samples: int | None = None
+    ):
         from .errors import ConfigError
 
         missing = [a for a in ("src_texts", "tgt_texts", "src_vocab", "tgt_vocab") if not hasattr(dataset, a)]
@@ -69,7 +80,7 @@ class BleuValidator:
         self.samples = config.bleu_samples if samples is None else samples
         self.src_ids = [dataset[i][0].tolist() for i in range(len(dataset))]
 
-    def __call__(self, model, step: int) -> dict:
+    def __call__(self, model: torch.nn.Module, step: int) -> dict:
         from .translator import DecodingSettings, Translator
 
         c, was_training = self.config, model.training

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import distributed, environment, logs, rundir, runinfo
 from .checkpoint import load_resumable
@@ -24,10 +25,16 @@ from .runtime import resolve_device, seed_everything
 from .training import TrainResult, train_model
 from .unknowns import report_dataset
 
+if TYPE_CHECKING:
+    from .data_processing import SentencePieceVocab, Vocab
+    from .data_processing.shards import ShardedDataset
+
 log = logging.getLogger("torchlingo")
 
 
-def save_tokenizers(config: Config, run_dir: Path, train: NMTDataset):
+def save_tokenizers(
+    config: Config, run_dir: Path, train: NMTDataset | ShardedDataset
+) -> tuple[Vocab | SentencePieceVocab, Vocab | SentencePieceVocab]:
     """Save the tokenizers `train` built from its text in the run directory."""
     src_name, tgt_name = tokenizer_files(config)
     train.src_vocab.save(run_dir / src_name)
@@ -35,13 +42,18 @@ def save_tokenizers(config: Config, run_dir: Path, train: NMTDataset):
     return train.src_vocab, train.tgt_vocab
 
 
-def load_train_data(config: Config, src_vocab=None, tgt_vocab=None):
+def load_train_data(
+    config: Config,
+    src_vocab: Vocab | SentencePieceVocab | None = None,
+    tgt_vocab: Vocab | SentencePieceVocab | None = None,
+) -> NMTDataset | ShardedDataset:
     """The training set: read into memory (`prepared_data: off`), or prepared shards, reused when they fit the
     corpus and settings and prepared again otherwise (`auto`). The tokenizers are trained unless given."""
     if config.prepared_data == "auto":
         from .data_processing.shards import open_or_prepare
 
-        return open_or_prepare(config, None if src_vocab is None else (src_vocab, tgt_vocab))
+        # src_vocab and tgt_vocab are given together (a resume's, or another rank's) or not at all
+        return open_or_prepare(config, None if src_vocab is None else (src_vocab, tgt_vocab))  # type: ignore[arg-type]
     return NMTDataset(config.train_file, src_vocab, tgt_vocab, config, max_len=config.train_max_len)
 
 
@@ -72,7 +84,9 @@ def run_experiment(
         return _run(config, config.run_dir, resume, accept_data_change)
 
 
-def _training_data(config: Config, run_dir: Path, state: dict | None, resume_from: Path | None):
+def _training_data(
+    config: Config, run_dir: Path, state: dict | None, resume_from: Path | None
+) -> tuple[NMTDataset | ShardedDataset, Vocab | SentencePieceVocab, Vocab | SentencePieceVocab]:
     """(training set, source vocabulary, target vocabulary): a resume's come from its checkpoint; a new run's rank 0
     trains the tokenizer and saves it, and the other ranks read what it saved."""
     if state is not None:
@@ -181,7 +195,9 @@ def _train_metrics(result: TrainResult, resumed: bool) -> dict:
     }
 
 
-def evaluate_test_set(config: Config, result: TrainResult, test: NMTDataset, run_dir: Path, model=None) -> dict:
+def evaluate_test_set(
+    config: Config, result: TrainResult, test: NMTDataset, run_dir: Path, model: SimpleTransformer | None = None
+) -> dict:
     """Translate the test set with the best checkpoint (beam from the config), write test.hyp, score it.
 
     Without checkpoints (`save_checkpoints: false`) the model as training left it is used."""

@@ -24,20 +24,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from .errors import TorchlingoError
 from .files import write_json
 
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    import numpy as np
+    from ctranslate2.specs.attention_spec import MultiHeadAttentionSpec
+    from ctranslate2.specs.common_spec import LayerNormSpec, LinearSpec
+    from ctranslate2.specs.transformer_spec import FeedForwardSpec, TransformerSpec
+
+    from .data_processing.vocab import SentencePieceVocab, Vocab
+    from .models import SimpleTransformer
+    from .models.transformer import CrossAttention, DecoderLayer, EncoderLayer, FeedForward, SelfAttention
+    from .translator import DecodingSettings, Translator
+
 METADATA, FORMAT_VERSION = "torchlingo.json", 1  # what load_ctranslate2 reads; a newer version is refused
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
 
 
-def _ctranslate2():
+def _ctranslate2() -> ModuleType:
     try:
         import ctranslate2
     except ImportError:
@@ -48,36 +61,37 @@ def _ctranslate2():
     return ctranslate2
 
 
-def _np(t: torch.Tensor):
+def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to(torch.float32).cpu().contiguous().numpy()
 
 
-def _linear(spec, layer) -> None:
+def _linear(spec: LinearSpec, layer: torch.nn.Linear) -> None:
     spec.weight = _np(layer.weight)
     if layer.bias is not None:
         spec.bias = _np(layer.bias)
 
 
-def _norm(spec, norm) -> None:
+def _norm(spec: LayerNormSpec, norm: torch.nn.LayerNorm) -> None:
     spec.gamma, spec.beta = _np(norm.weight), _np(norm.bias)
 
 
-def _attention(spec, attn, cross: bool) -> None:
+def _attention(spec: MultiHeadAttentionSpec, attn: SelfAttention | CrossAttention, cross: bool) -> None:
+    # `cross`: attn is a CrossAttention, else a SelfAttention (the ignores: mypy cannot tie the two together)
     if cross:  # linear[0] the queries, linear[1] keys and values fused (k then v, as kv_proj)
-        _linear(spec.linear[0], attn.q_proj)
-        _linear(spec.linear[1], attn.kv_proj)
+        _linear(spec.linear[0], attn.q_proj)  # type: ignore[arg-type]
+        _linear(spec.linear[1], attn.kv_proj)  # type: ignore[arg-type]
     else:  # linear[0] q, k, v fused, as qkv_proj
-        _linear(spec.linear[0], attn.qkv_proj)
+        _linear(spec.linear[0], attn.qkv_proj)  # type: ignore[arg-type]
     _linear(spec.linear[-1], attn.out_proj)
 
 
-def _ffn(spec, norm, ff) -> None:
+def _ffn(spec: FeedForwardSpec, norm: torch.nn.LayerNorm, ff: FeedForward) -> None:
     _norm(spec.layer_norm, norm)
     _linear(spec.linear_0, ff.fc1)
     _linear(spec.linear_1, ff.fc2)
 
 
-def build_spec(model, src_tokens: list[str], tgt_tokens: list[str]):
+def build_spec(model: SimpleTransformer, src_tokens: list[str], tgt_tokens: list[str]) -> TransformerSpec:
     """The `TransformerSpec` of a SimpleTransformer, weights set, vocabularies registered."""
     _ctranslate2()
     from ctranslate2.specs import common_spec, transformer_spec
@@ -96,12 +110,13 @@ def build_spec(model, src_tokens: list[str], tgt_tokens: list[str]):
         side.scale_embeddings = True
         side.position_encodings.encodings = positions
     _norm(spec.encoder.layer_norm, model.encoder_norm)
-    for layer_spec, layer in zip(spec.encoder.layer, model.encoder_layers):
+    layer: torch.nn.Module  # an EncoderLayer, then a DecoderLayer (the ModuleLists hold them)
+    for layer_spec, layer in zip(spec.encoder.layer, cast("Iterable[EncoderLayer]", model.encoder_layers)):
         _norm(layer_spec.self_attention.layer_norm, layer.norm1)
         _attention(layer_spec.self_attention, layer.attn, cross=False)
         _ffn(layer_spec.ffn, layer.norm2, layer.ff)
     _norm(spec.decoder.layer_norm, model.decoder_norm)
-    for layer_spec, layer in zip(spec.decoder.layer, model.decoder_layers):
+    for layer_spec, layer in zip(spec.decoder.layer, cast("Iterable[DecoderLayer]", model.decoder_layers)):
         _norm(layer_spec.self_attention.layer_norm, layer.norm1)
         _attention(layer_spec.self_attention, layer.self_attn, cross=False)
         _norm(layer_spec.attention.layer_norm, layer.norm2)
@@ -116,7 +131,7 @@ def build_spec(model, src_tokens: list[str], tgt_tokens: list[str]):
     return spec
 
 
-def vocab_tokens(vocab) -> list[str]:
+def vocab_tokens(vocab: Vocab | SentencePieceVocab) -> list[str]:
     """The token strings of a vocabulary in id order (SentencePiece: its pieces)."""
     if hasattr(vocab, "itos"):
         return list(vocab.itos)
@@ -148,7 +163,7 @@ def export_ctranslate2(checkpoint: str | Path, output: str | Path, quantization:
     return output
 
 
-def _metadata(model, kind: str, suffix: str, state: dict, quantization: str | None) -> dict:
+def _metadata(model: SimpleTransformer, kind: str, suffix: str, state: dict, quantization: str | None) -> dict:
     """What `load_ctranslate2` needs beside the model: positions, tokenizer files, the checkpoint's decoding settings.
 
     The tokenizers are the only preprocessing torchlingo applies at translation time (no lowercasing or other
@@ -238,7 +253,16 @@ class CTranslate2Translator:
     gives an empty translation (CTranslate2 skips it; `Translator` decodes <s> </s>).
     """
 
-    def __init__(self, folder, src_vocab, tgt_vocab, settings, max_positions: int, max_sentences: int = 64, **options):
+    def __init__(
+        self,
+        folder: str | Path,
+        src_vocab: Vocab | SentencePieceVocab,
+        tgt_vocab: Vocab | SentencePieceVocab,
+        settings: DecodingSettings,
+        max_positions: int,
+        max_sentences: int = 64,
+        **options: Any,
+    ):
         self.model = _ctranslate2().Translator(str(folder), device="cpu", **options)
         self.src_vocab, self.tgt_vocab, self.settings = src_vocab, tgt_vocab, settings
         self.max_positions, self.max_sentences = max_positions, max_sentences
@@ -249,7 +273,7 @@ class CTranslate2Translator:
         self.tgt_ids = {token: i for i, token in enumerate(vocab_tokens(tgt_vocab))}
 
     @classmethod
-    def like(cls, translator, folder, **options) -> CTranslate2Translator:
+    def like(cls, translator: Translator, folder: str | Path, **options: Any) -> CTranslate2Translator:
         """The CTranslate2 counterpart of a torchlingo `Translator`: its vocabularies, settings and batch size."""
         positions = translator.model.positions.size(0)
         return cls(

@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 LOGGER = "torchlingo"
 TRAIN_LOG = "train.log"  # in the run directory
@@ -27,17 +28,17 @@ class _StderrHandler(logging.StreamHandler):
     """A StreamHandler writing to whatever sys.stderr is at the time of each line (tests and notebooks swap it).
     While a tqdm progress bar is shown a line goes through `tqdm.write`, which prints it above the bar."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.setFormatter(logging.Formatter("%(message)s"))
         self.addFilter(lambda record: not getattr(record, ON_CONSOLE, False))
 
     @property
-    def stream(self):
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, _value) -> None:  # StreamHandler.__init__ sets it; the stream is looked up at each line
+    def stream(self, _value: object) -> None:  # StreamHandler.__init__ sets it; the stream is looked up at each line
         pass
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -44,7 +46,7 @@ class LabelSmoothedCrossEntropy(torch.nn.Module):
 
 
 def sequence_loss(
-    model, src: torch.Tensor, tgt: torch.Tensor, pad_idx: int = 0, label_smoothing: float = 0.0
+    model: torch.nn.Module, src: torch.Tensor, tgt: torch.Tensor, pad_idx: int = 0, label_smoothing: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher-forced loss of a batch in one call: (mean loss per target token, number of target tokens).
 
@@ -63,7 +65,7 @@ class LogitsBuffer:
     A step's logits are saved for its backward; autograd refuses (rather than miscomputes) a backward whose
     logits a later forward has overwritten."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.block: torch.Tensor | None = None
 
     def take(self, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
@@ -84,7 +86,15 @@ class ProjectedCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, label_smoothing: float, dtype: torch.dtype, buffer=None):
+    def forward(
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        label_smoothing: float,
+        dtype: torch.dtype,
+        buffer: LogitsBuffer | None = None,
+    ) -> torch.Tensor:
         h, w = hidden.to(dtype), weight.to(dtype)
         if buffer is None:
             logits = h @ w.t()
@@ -108,7 +118,7 @@ class ProjectedCrossEntropy(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(ctx, grad_total):
+    def backward(ctx: Any, grad_total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None, None, None]:
         grad_logits, h, w = ctx.saved_tensors
         grad_hidden = (grad_logits @ w).to(ctx.dtypes[0]).mul_(grad_total)
         grad_weight = (grad_logits.t() @ h).to(ctx.dtypes[1]).mul_(grad_total)

@@ -11,20 +11,24 @@ in the `search` module's docstring; the helpers shared with it come from there.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
 from .data_processing.vocab import BOS_IDX, EOS_IDX
 from .search import Ensemble, Hypothesis, gnmt_penalty, log_probs, max_lengths, position_limit
 
+if TYPE_CHECKING:
+    from .models import SimpleTransformer
 
-def _one_sentence(model, src: torch.Tensor) -> torch.Tensor:
+
+def _one_sentence(model: SimpleTransformer | Ensemble, src: torch.Tensor) -> torch.Tensor:
     """A row of `src` as a (1, len) batch without its padding."""
     src = src.view(-1)
     return src[src != model.pad_idx].unsqueeze(0)
 
 
-def next_log_probs(model, src: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+def next_log_probs(model: SimpleTransformer | Ensemble, src: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
     """Log-probabilities of the token after each row of `prefix`, recomputing the whole prefix (an `Ensemble`: the
     mean of its models' log-probabilities)."""
     if isinstance(model, Ensemble):
@@ -33,7 +37,9 @@ def next_log_probs(model, src: torch.Tensor, prefix: torch.Tensor) -> torch.Tens
 
 
 @torch.inference_mode()
-def reference_greedy(model, src: torch.Tensor, max_len_a: float = 1.5, max_len_b: int = 10) -> list[int]:
+def reference_greedy(
+    model: SimpleTransformer | Ensemble, src: torch.Tensor, max_len_a: float = 1.5, max_len_b: int = 10
+) -> list[int]:
     """Greedy decoding of one sentence (a row of `src`, padding ignored): at each step the most probable next token."""
     src = _one_sentence(model, src)
     limit = max_lengths(src, model.pad_idx, max_len_a, max_len_b, position_limit(model))[0]
@@ -49,7 +55,7 @@ def reference_greedy(model, src: torch.Tensor, max_len_a: float = 1.5, max_len_b
 
 @torch.inference_mode()
 def reference_beam(
-    model,
+    model: SimpleTransformer | Ensemble,
     src: torch.Tensor,
     beam_size: int = 5,
     length_penalty: float = 0.6,

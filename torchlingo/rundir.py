@@ -125,7 +125,7 @@ class RunLock:
     def __enter__(self) -> RunLock:
         return self if self.tried else self.acquire()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 

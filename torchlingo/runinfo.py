@@ -12,12 +12,17 @@ from __future__ import annotations
 import itertools
 import logging
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from .config import Config
 from .data_processing.vocab import load_vocab, vocab_from_state, vocab_hash
 from .errors import ConfigError, DataError, TorchlingoError, first_line
 from .rundir import tokenizer_files
+
+if TYPE_CHECKING:
+    from .data_processing.dataset import NMTDataset
+    from .data_processing.shards import ShardedDataset
+    from .data_processing.vocab import SentencePieceVocab, Vocab
 
 log = logging.getLogger("torchlingo")
 
@@ -45,7 +50,7 @@ BATCHING_KEYS = ("max_tokens", "batch_size", "max_len", "seed", "bad_lines")
 ACCEPT_FLAG = "--accept-data-change"
 
 
-def build_run_info(config: Config, train) -> dict:
+def build_run_info(config: Config, train: NMTDataset | ShardedDataset) -> dict:
     """The record stored in every checkpoint of the run (plain values): data, batching, tokenizers."""
     return {
         "corpus": [dict(f) for f in train.fingerprint],
@@ -72,11 +77,13 @@ def check_config(config: Config, state: dict, checkpoint: Path) -> None:
         log.info("resuming with changed settings: %s", ", ".join(f"{k}={now[k]!r} (was {saved[k]!r})" for k in changed))
 
 
-def _plain(value):
+def _plain(value: object) -> object:
     return list(value) if isinstance(value, tuple) else value
 
 
-def resume_tokenizers(config: Config, run_dir: Path, state: dict, checkpoint: Path):
+def resume_tokenizers(
+    config: Config, run_dir: Path, state: dict, checkpoint: Path
+) -> tuple[Vocab | SentencePieceVocab, Vocab | SentencePieceVocab]:
     """The checkpoint's vocabularies (what the model was trained with). A tokenizer file in the run directory that
     differs from them is an error; a missing one is written again from the checkpoint."""
     vocabs = []
@@ -98,7 +105,7 @@ def resume_tokenizers(config: Config, run_dir: Path, state: dict, checkpoint: Pa
     return vocabs[0], vocabs[1]
 
 
-def _check_same(path: Path, vocab, checkpoint: Path) -> None:
+def _check_same(path: Path, vocab: Vocab | SentencePieceVocab, checkpoint: Path) -> None:
     try:
         same = vocab_hash(load_vocab(path)) == vocab_hash(vocab)
         why = "differs from"
@@ -151,7 +158,7 @@ def describe_changes(saved: dict, now: dict) -> list[str]:
     return changes
 
 
-def _content(entry: dict | None):
+def _content(entry: dict | None) -> tuple | None:
     return None if entry is None else (entry.get("bytes"), entry.get("lines"), entry.get("sha256"))
 
 

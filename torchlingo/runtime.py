@@ -7,13 +7,17 @@ import logging
 import random
 import signal
 import threading
-from typing import Any, cast
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
 from .config import Config
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 log = logging.getLogger("torchlingo")
 
@@ -67,7 +71,7 @@ class Precision:
         self.device, self.dtype = device, resolve_amp_dtype(config.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype is torch.float16)
 
-    def autocast(self):
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
@@ -75,7 +79,9 @@ class Precision:
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer, params, grad_clip: float) -> torch.Tensor | None:
+    def step(
+        self, optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor], grad_clip: float
+    ) -> torch.Tensor | None:
         """Unscale, clip to `grad_clip` (0: no clipping), step and update the scale. Returns the gradient norm."""
         norm = None
         if grad_clip > 0:
@@ -139,7 +145,7 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def _as_tuple(x):
+def _as_tuple(x: Any) -> Any:
     return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
@@ -150,7 +156,7 @@ class StopSignals:
 
     SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict = {}
 
@@ -160,13 +166,13 @@ class StopSignals:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def _handle(self, signum, frame) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.received = signum
         log.warning("%s received: stopping after this step and saving last.pt", signal.Signals(signum).name)
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}

@@ -6,11 +6,15 @@ The multipliers below give the learning rate of optimizer step n (1-based) as a 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
 from .config import Config
+
+if TYPE_CHECKING:
+    from torch.optim.lr_scheduler import LRScheduler
 
 
 def cosine_factor(n: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
@@ -33,7 +37,7 @@ def noam_factor(n: int, warmup: int) -> float:
     return min(n / warmup, math.sqrt(warmup / n))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: Config, total_steps: int):
+def build_scheduler(optimizer: torch.optim.Optimizer, config: Config, total_steps: int) -> LRScheduler:
     """The schedule `config.scheduler_type` names. Plateau is stepped with the validation loss, the others per
     optimizer step (LambdaLR's step count k is the number of steps done, so step k+1 uses factor(k+1))."""
     kind, warmup = config.scheduler_type, config.warmup_steps
@@ -66,7 +70,7 @@ class Schedule:
 
     def after_validation(self, val_loss: float) -> None:
         if self.steps_on == "validation":
-            self.scheduler.step(val_loss)
+            self.scheduler.step(val_loss)  # type: ignore[arg-type]  # plateau only: ReduceLROnPlateau.step(metrics)
 
     def state_dict(self) -> dict:
         return self.scheduler.state_dict()

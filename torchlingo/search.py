@@ -18,11 +18,16 @@ tokens); at that length `</s>` is forced. Scores are summed log-probabilities di
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from .data_processing.vocab import BOS_IDX, EOS_IDX
+
+if TYPE_CHECKING:
+    from .models import KVCache, SimpleTransformer
 
 Hypothesis = tuple[list[int], float]  # (token ids without <s>/</s>, length-normalized score)
 
@@ -37,7 +42,7 @@ def max_lengths(src: torch.Tensor, pad_idx: int, a: float, b: int, limit: int) -
     return [min(int(a * n + b), limit) for n in (src != pad_idx).sum(1).tolist()]
 
 
-def position_limit(model) -> int:
+def position_limit(model: SimpleTransformer | Ensemble) -> int:
     """The most tokens a sentence can generate before </s>: <s> takes position 0, </s> is fed at no position."""
     return model.positions.size(0) - 1
 
@@ -49,11 +54,19 @@ def log_probs(logits: torch.Tensor, pad_idx: int) -> torch.Tensor:
     return logits.log_softmax(-1, dtype=torch.float64 if logits.dtype == torch.float64 else torch.float32)
 
 
-def _next_log_probs(model, tokens, memory, src_mask, cache) -> torch.Tensor:
+def _next_log_probs(
+    model: SimpleTransformer | Ensemble,
+    tokens: torch.Tensor,
+    memory: torch.Tensor | _Memories | None,
+    src_mask: torch.Tensor,
+    cache: KVCache | _EnsembleCache,
+) -> torch.Tensor:
     """One decoder step through the cache: (rows, vocab) log-probabilities of the token after `tokens`."""
+    # `memory` and `cache` come from this model's own encode() and new_cache(): an Ensemble's are its members'.
     if isinstance(model, Ensemble):
-        return model.next_log_probs(tokens, memory, src_mask, cache)
-    return log_probs(model.project(model.decode_hidden(tokens, memory, src_mask, cache)[:, -1]), model.pad_idx)
+        return model.next_log_probs(tokens, memory, src_mask, cache)  # type: ignore[arg-type]
+    hidden = model.decode_hidden(tokens, memory, src_mask, cache)  # type: ignore[arg-type]
+    return log_probs(model.project(hidden[:, -1]), model.pad_idx)
 
 
 # -- ensembles ------------------------------------------------------------------------------------------------
@@ -68,7 +81,7 @@ class Ensemble:
     The members read the same source ids (one source vocabulary) and share the padding mask.
     """
 
-    def __init__(self, models):
+    def __init__(self, models: Iterable[SimpleTransformer]) -> None:
         self.models = list(models)
         if not self.models:
             raise ValueError("Ensemble: no models given")
@@ -85,7 +98,9 @@ class Ensemble:
     def new_cache(self, capacity: int = 64) -> _EnsembleCache:
         return _EnsembleCache([m.new_cache(capacity) for m in self.models])
 
-    def next_log_probs(self, tokens, memory, src_mask, cache) -> torch.Tensor:
+    def next_log_probs(
+        self, tokens: torch.Tensor, memory: _Memories | None, src_mask: torch.Tensor, cache: _EnsembleCache
+    ) -> torch.Tensor:
         """The mean of the members' next-token log-probabilities, each through its own cache."""
         out = [
             _next_log_probs(m, tokens, memory[i] if memory is not None else None, src_mask, cache.caches[i])
@@ -110,7 +125,7 @@ class _Memories(list):
 class _EnsembleCache:
     """One KV cache per member, selected and reordered together."""
 
-    def __init__(self, caches):
+    def __init__(self, caches: list[KVCache]) -> None:
         self.caches = caches
 
     def select(self, rows: torch.Tensor) -> None:
@@ -136,7 +151,7 @@ def _strip(ids: list[int]) -> list[int]:
 
 @torch.inference_mode()
 def greedy_decode(
-    model,
+    model: SimpleTransformer | Ensemble,
     src: torch.Tensor,
     max_len_a: float = 1.5,
     max_len_b: int = 10,
@@ -155,6 +170,7 @@ def greedy_decode(
     device, n = src.device, src.size(0)
     limits = _prefix_limits(src, model, max_len_a, max_len_b, prefixes)
     forced = _forced_tokens(prefixes, n, device)
+    memory: torch.Tensor | _Memories | None  # None once the cache holds the source keys/values
     memory, src_mask = model.encode(src)
     cache = model.new_cache(max(limits) + 1)
     rows = torch.arange(n, device=device)  # the sentence each active row decodes
@@ -194,7 +210,13 @@ def greedy_decode(
 # -- target prefixes and sampling -----------------------------------------------------------------------------
 
 
-def _prefix_limits(src, model, max_len_a, max_len_b, prefixes) -> list[int]:
+def _prefix_limits(
+    src: torch.Tensor,
+    model: SimpleTransformer | Ensemble,
+    max_len_a: float,
+    max_len_b: int,
+    prefixes: list[list[int]] | None,
+) -> list[int]:
     """max_lengths, raised where a sentence's forced prefix is longer (still within the model's positions)."""
     limit = position_limit(model)
     limits = max_lengths(src, model.pad_idx, max_len_a, max_len_b, limit)
@@ -203,7 +225,7 @@ def _prefix_limits(src, model, max_len_a, max_len_b, prefixes) -> list[int]:
     return [min(max(n, len(p)), limit) for n, p in zip(limits, prefixes)]
 
 
-def _forced_tokens(prefixes: list[list[int]] | None, n: int, device) -> torch.Tensor | None:
+def _forced_tokens(prefixes: list[list[int]] | None, n: int, device: torch.device) -> torch.Tensor | None:
     """(n, longest prefix) forced ids, -1 past a sentence's prefix; None without prefixes."""
     if not prefixes or not any(prefixes):
         return None
@@ -257,7 +279,7 @@ class Sampling:
 
 @torch.inference_mode()
 def beam_search(
-    model,
+    model: SimpleTransformer | Ensemble,
     src: torch.Tensor,
     beam_size: int = 5,
     length_penalty: float = 0.6,
@@ -277,6 +299,7 @@ def beam_search(
     limits = _prefix_limits(src, model, max_len_a, max_len_b, prefixes)
     forced = _forced_tokens(prefixes, n, device)
     penalties = [gnmt_penalty(length, length_penalty) for length in range(max(limits) + 2)]
+    memory: torch.Tensor | _Memories | None  # None once the cache holds the source keys/values
     memory, src_mask = model.encode(src)  # one row a sentence: its beams share it (see Attention)
     cache = model.new_cache(max(limits) + 1)
     beams = _Beams.start(n, k, torch.float64 if memory.dtype == torch.float64 else torch.float32, device)

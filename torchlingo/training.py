@@ -25,10 +25,10 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -55,6 +55,9 @@ from .runtime import (
 from .schedulers import Schedule
 from .tracking import RunLogger
 from .validation import EarlyStopping, validation_loss
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
 
 log = logging.getLogger("torchlingo")
 
@@ -146,12 +149,12 @@ class LossMeter:
 
 def train_model(
     model: torch.nn.Module,
-    train_loader,
-    val_loader=None,
+    train_loader: DataLoader | tuple[DataLoader, DataLoader | None],
+    val_loader: DataLoader | Config | None = None,
     config: Config | None = None,
     *,
     resume_from: str | Path | None = None,
-    validators=(),
+    validators: Iterable[Callable[[torch.nn.Module, int], dict]] = (),
     run_info: dict | None = None,
     restart_epoch: bool = False,
 ) -> TrainResult:
@@ -170,7 +173,11 @@ def train_model(
     return trainer.fit()
 
 
-def _loaders_and_config(train_loader, val_loader, config):
+def _loaders_and_config(
+    train_loader: DataLoader | tuple[DataLoader, DataLoader | None],
+    val_loader: DataLoader | Config | None,
+    config: Config | None,
+) -> tuple[DataLoader, DataLoader | None, Config]:
     """Accept both call forms: (model, train, val, config) and (model, (train, val), config)."""
     if isinstance(train_loader, (tuple, list)):
         if isinstance(val_loader, Config) and config is None:
@@ -179,13 +186,21 @@ def _loaders_and_config(train_loader, val_loader, config):
             raise TypeError("pass the loaders either as a (train, val) pair or separately, not both")
         train_loader, val_loader = train_loader
     config = config or Config()
-    return train_loader, val_loader, config
+    return train_loader, val_loader, config  # type: ignore[return-value]  # a Config val_loader: the pair form only
 
 
 class Trainer:
     """One training run. `fit()` is the loop; each method below is one thing the loop does."""
 
-    def __init__(self, model, train_loader, val_loader, config: Config, validators=(), run_info=None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        train_loader: DataLoader,
+        val_loader: DataLoader | None,
+        config: Config,
+        validators: Iterable[Callable[[torch.nn.Module, int], dict]] = (),
+        run_info: dict | None = None,
+    ):
         if config.early_stopping_metric == "bleu" and not (validators or (config.eval_bleu and val_loader)):
             raise ConfigError(
                 "early_stopping_metric: bleu needs a validation set and eval_bleu: true "
@@ -281,7 +296,9 @@ class Trainer:
         if self.config.eval_bleu and self.val_loader is not None:  # val/bleu, val/chrf, sample translations
             from .evaluation import BleuValidator
 
-            self.validators += (BleuValidator(self.val_loader.dataset, self.config, self.logger),)
+            self.validators += (  # BleuValidator checks that the dataset is one with texts and vocabularies
+                BleuValidator(self.val_loader.dataset, self.config, self.logger),  # type: ignore[arg-type]
+            )
         self.meter = LossMeter(self.device, self.pos.epoch_loss, self.pos.epoch_tokens)
         self.session_start = time.perf_counter()
 
@@ -403,7 +420,8 @@ class Trainer:
         rng = capture_rng()
         record: dict[str, Any] = {"step": pos.step, "epoch": pos.epoch + 1}
         c = self.config
-        record["val_loss"] = validation_loss(self.model, self.val_loader, self.device, self.precision, c.pad_idx)
+        loader: DataLoader = self.val_loader  # type: ignore[assignment]  # validate() runs only with a val_loader
+        record["val_loss"] = validation_loss(self.model, loader, self.device, self.precision, c.pad_idx)
         if distributed.is_writer():  # the validators (BLEU decoding) run once, on rank 0
             for validator in self.validators:
                 record.update(validator(self.model, pos.step))
@@ -525,7 +543,7 @@ def _planned_steps(batches_per_epoch: int, config: Config) -> int:
     return min(total, config.max_steps) if config.max_steps else total
 
 
-def _set_epoch(loader, epoch: int) -> None:
+def _set_epoch(loader: DataLoader, epoch: int) -> None:
     """Tell a seeded sampler (ours, or a DistributedSampler) which epoch it is, so the order depends on it."""
     sampler: Any
     for sampler in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
@@ -533,7 +551,7 @@ def _set_epoch(loader, epoch: int) -> None:
             sampler.set_epoch(epoch)
 
 
-def _warn_if_batch_order_changed(saved: dict | None, loader, path) -> None:
+def _warn_if_batch_order_changed(saved: dict | None, loader: DataLoader, path: str | Path) -> None:
     """A checkpoint of a version that drew batches differently: the rest of the run differs from what it would be."""
     sampler = getattr(loader, "batch_sampler", None)
     now = getattr(sampler, "ORDER", None)
@@ -545,7 +563,7 @@ def _warn_if_batch_order_changed(saved: dict | None, loader, path) -> None:
         )
 
 
-def _sampler_state(loader) -> dict | None:
+def _sampler_state(loader: DataLoader) -> dict | None:
     sampler: Any = getattr(loader, "batch_sampler", None)
     return sampler.state_dict() if hasattr(sampler, "state_dict") else None
 

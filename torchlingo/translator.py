@@ -14,11 +14,11 @@ import copy
 import dataclasses
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 
@@ -27,10 +27,14 @@ from .data_processing.batching import pad_batch
 from .data_processing.vocab import SentencePieceVocab, Vocab
 from .search import Ensemble, Hypothesis, Sampling, beam_search, gnmt_penalty, greedy_decode
 
+if TYPE_CHECKING:
+    from .models import SimpleTransformer
+
 log = logging.getLogger("torchlingo")
+_Module = TypeVar("_Module", bound=torch.nn.Module)
 
 
-def _config_key(name: str):
+def _config_key(name: str) -> Any:
     """A field that is the config key `name`: Config's default and doc, declared there once."""
     f = next(f for f in dataclasses.fields(Config) if f.name == name)
     return dataclasses.field(default=f.default, metadata=f.metadata)
@@ -91,10 +95,11 @@ class Translator:
         self.settings = dataclasses.replace(settings or DecodingSettings(), **overrides)
         self.device = resolve_device(str(device))
         s = self.settings
+        self.model: SimpleTransformer | Ensemble  # what the decoders take (search.py)
         if isinstance(model, Ensemble):  # each member in the decoding precision
             self.model = Ensemble([_decoding_model(m, self.device, s.amp, s.quantize) for m in model.models])
-        else:
-            self.model = _decoding_model(model, self.device, s.amp, s.quantize)
+        else:  # a SimpleTransformer, or a module with its interface (encode, decode_hidden, ...)
+            self.model = cast("SimpleTransformer", _decoding_model(model, self.device, s.amp, s.quantize))
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.n_best, self.max_sentences, self.progress = n_best, max_sentences, progress
         self.sampling = sampling
@@ -115,6 +120,7 @@ class Translator:
         paths = [path] if isinstance(path, (str, Path)) else list(path)
         device = resolve_device(str(overrides.pop("device", "cpu")))
         models, vocabs, first_state = [], None, None
+        model: SimpleTransformer | Ensemble  # each checkpoint's model, then the one to translate with
         for p in paths:
             model, src_vocab, tgt_vocab, state = load_model(p, map_location=device)
             if src_vocab is None or tgt_vocab is None:
@@ -233,7 +239,7 @@ class Translator:
         return results  # type: ignore[return-value]  # no None left: the groups cover every sentence
 
     @contextlib.contextmanager
-    def _batch_map(self, n_batches: int):
+    def _batch_map(self, n_batches: int) -> Iterator[Callable[..., Iterator[list[list[Hypothesis]]]]]:
         """`map` over batches, several at once on worker threads where `parallelism` says so: a decoding step is
         hundreds of small ops, which run faster side by side on a core each than one after another split over all
         cores (2 cores, Multi30k: greedy 1.3x, beam 1.3x)."""
@@ -249,7 +255,9 @@ class Translator:
             pool.shutdown(cancel_futures=True)
             torch.set_num_threads(total)  # the workers' setting is also torch's default for new threads
 
-    def _decode_batch(self, src: torch.Tensor, prefixes=None, key: int = 0) -> list[list[Hypothesis]]:
+    def _decode_batch(
+        self, src: torch.Tensor, prefixes: list[list[int]] | None = None, key: int = 0
+    ) -> list[list[Hypothesis]]:
         """Greedy for beam size 1 (its score length-normalized as beam search's are) or sampling, else beam search.
 
         Sampling draws from a generator seeded by (sampling.seed, `key`: the batch's first sentence), so the
@@ -269,7 +277,12 @@ class Translator:
         )
 
 
-def _check_same_vocabs(first, vocabs, path, other) -> None:
+def _check_same_vocabs(
+    first: str | Path,
+    vocabs: Sequence[Vocab | SentencePieceVocab],
+    path: str | Path,
+    other: Sequence[Vocab | SentencePieceVocab],
+) -> None:
     """An ensemble's checkpoints read and write the same tokens; otherwise one line naming the checkpoint."""
     from .errors import CheckpointError
 
@@ -281,7 +294,7 @@ def _check_same_vocabs(first, vocabs, path, other) -> None:
             )
 
 
-def _decoding_model(model, device: torch.device, amp: str, quantize: str = "none"):
+def _decoding_model(model: _Module, device: torch.device, amp: str, quantize: str = "none") -> _Module:
     """The model to decode with, in eval mode on `device`: a copy in the decoding precision where that is not the
     model's, with prepacked linear layers for bf16 on CPU, or int8 ones (`quantize`); `model` itself only moves to
     `device`."""
@@ -303,14 +316,14 @@ def _decoding_model(model, device: torch.device, amp: str, quantize: str = "none
     return out
 
 
-def _int8_model(model, device: torch.device):
+def _int8_model(model: _Module, device: torch.device) -> _Module:
     """A copy of `model` in fp32 whose linear layers are int8 (CPU only: PyTorch's dynamic quantization)."""
     from .errors import ConfigError
     from .fastpath import quantize_linears_
 
     if device.type != "cpu":
         raise ConfigError(f"quantize: int8 decodes on CPU only (this translator is on {device.type}); use none")
-    return quantize_linears_(copy.deepcopy(model).float())
+    return cast(_Module, quantize_linears_(copy.deepcopy(model).float()))  # in place: the copy itself
 
 
 def _split_long_sources(

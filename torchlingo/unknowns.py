@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from .data_processing import UNK_IDX
+
+if TYPE_CHECKING:
+    from .data_processing import NMTDataset, SentencePieceVocab, Vocab
+    from .data_processing.shards import ShardedDataset
 
 log = logging.getLogger("torchlingo")
 
@@ -28,13 +33,13 @@ def _share(unknown: int, total: int) -> str:
     return f"{unknown} of {total} ({100 * unknown / total:.1f}%)" if total else "0 of 0"
 
 
-def report_dataset(dataset) -> tuple[float, float] | None:
+def report_dataset(dataset: NMTDataset | ShardedDataset) -> tuple[float, float] | None:
     """Log the unknown-token rates of a dataset's source and target sides when its vocabularies are word level;
     returns the two rates (None for SentencePiece)."""
     if getattr(dataset.src_vocab, "kind", None) != "word":
         return None
-    src = unknown_counts(s for s, _ in dataset)
-    tgt = unknown_counts(t for _, t in dataset)
+    src = unknown_counts(s for s, _ in dataset)  # type: ignore[union-attr]  # iterated by __getitem__ (IndexError)
+    tgt = unknown_counts(t for _, t in dataset)  # type: ignore[union-attr]
     log.info(
         "%s: unknown words: source %s tokens, target %s tokens (word vocabulary from the training data)",
         dataset.source,
@@ -45,7 +50,7 @@ def report_dataset(dataset) -> tuple[float, float] | None:
     return src_rate, tgt_rate
 
 
-def report_input(name: str, vocab, sentences: list[str]) -> float | None:
+def report_input(name: str, vocab: Vocab | SentencePieceVocab, sentences: list[str]) -> float | None:
     """Log the unknown-token rate of input sentences under a word-level source vocabulary; returns it."""
     if getattr(vocab, "kind", None) != "word":
         return None

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
 from . import distributed
 from .loss import sequence_loss
 
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from .runtime import Precision
+
 
 @torch.no_grad()
-def validation_loss(model, loader, device: torch.device, precision, pad_idx: int = 0) -> float:
+def validation_loss(
+    model: torch.nn.Module, loader: DataLoader, device: torch.device, precision: Precision, pad_idx: int = 0
+) -> float:
     """Mean cross-entropy per target token over the whole loader (no label smoothing: exp of it is perplexity)."""
     was_training = model.training
     model.eval()

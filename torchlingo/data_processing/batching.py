@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -10,6 +11,11 @@ from torch.utils.data import DataLoader, Sampler
 
 from .. import distributed
 from .vocab import BOS_IDX, EOS_IDX, PAD_IDX
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from .dataset import NMTDataset
+    from .shards import ShardedDataset
 
 
 def pad_batch(seqs: Sequence[torch.Tensor], pad_idx: int = PAD_IDX, bos: bool = True, eos: bool = True) -> torch.Tensor:
@@ -92,7 +98,7 @@ def length_order(src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
     return by_src[np.argsort(tgt.astype(np.uint16)[by_src], kind="stable")]
 
 
-def _as_lengths(lengths) -> np.ndarray:
+def _as_lengths(lengths: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
     """Token counts as one int32 array: a list, a tensor, an array or a memmap (an int32 array is not copied)."""
     if isinstance(lengths, torch.Tensor):
         lengths = lengths.detach().cpu().numpy()
@@ -209,7 +215,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         return len(self._shard_numbers())
 
 
-def make_loader(dataset, config, shuffle: bool) -> DataLoader:
+def make_loader(dataset: NMTDataset | ShardedDataset, config: Config, shuffle: bool) -> DataLoader:
     """The DataLoader `torchlingo train` uses: length-bucketed batches of `config.max_tokens` tokens (when > 0) or
     of `config.batch_size` sentences, in an order fixed by (seed, epoch) so that a resumed run sees the same batches.
 

@@ -91,7 +91,7 @@ class _LineChecker:
 class _Pairs:
     """Sentence pairs as read, with the line number each came from (for errors about a pair found later)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.src: list[str] = []
         self.tgt: list[str] = []
         self.lines = array.array("q")
@@ -200,7 +200,9 @@ def read_parallel(src_path: Path, tgt_path: Path, checker: _LineChecker) -> tupl
     return pairs, fingerprints
 
 
-def build_vocabs(src_texts: list[str], tgt_texts: list[str], config: Config):
+def build_vocabs(
+    src_texts: list[str], tgt_texts: list[str], config: Config
+) -> tuple[Vocab, Vocab] | tuple[SentencePieceVocab, SentencePieceVocab]:
     """Source and target vocabularies from training text, as `config.tokenizer` says."""
     if config.tokenizer == "word":
         return (
@@ -240,11 +242,14 @@ class NMTDataset(Dataset):
     files read (name, bytes, lines, SHA-256), for a resume to compare.
     """
 
+    src_vocab: Vocab | SentencePieceVocab
+    tgt_vocab: Vocab | SentencePieceVocab
+
     def __init__(
         self,
         path: DataPath | None,
-        src_vocab=None,
-        tgt_vocab=None,
+        src_vocab: Vocab | SentencePieceVocab | None = None,
+        tgt_vocab: Vocab | SentencePieceVocab | None = None,
         config: Config | None = None,
         *,
         max_len: int | None = None,
@@ -265,8 +270,12 @@ class NMTDataset(Dataset):
             raise DataError("pass both src_vocab and tgt_vocab, or neither to build them from this data")
         if src_vocab is None:
             src_vocab, tgt_vocab = build_vocabs(pairs.src, pairs.tgt, config)
-        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
-        src_ids, tgt_ids = src_vocab.encode_many(pairs.src), tgt_vocab.encode_many(pairs.tgt)
+        # tgt_vocab is None only with src_vocab (checked above), and then built with it: never None from here on
+        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab  # type: ignore[assignment]
+        src_ids, tgt_ids = (
+            src_vocab.encode_many(pairs.src),
+            tgt_vocab.encode_many(pairs.tgt),  # type: ignore[union-attr]
+        )
         keep = self._fitting(src_ids, tgt_ids, pairs, files, checker, max_len)
         if len(keep) < len(src_ids):
             src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
@@ -280,7 +289,15 @@ class NMTDataset(Dataset):
                 "%s: kept %d pairs, skipped %d (%s)", self.source, len(self), sum(self.skipped.values()), reasons
             )
 
-    def _fitting(self, src_ids, tgt_ids, pairs: _Pairs, files, checker: _LineChecker, max_len) -> list[int]:
+    def _fitting(
+        self,
+        src_ids: list[list[int]],
+        tgt_ids: list[list[int]],
+        pairs: _Pairs,
+        files: tuple[Path, Path],
+        checker: _LineChecker,
+        max_len: int | None,
+    ) -> list[int]:
         """Indices of the pairs to keep: within `max_len` (the rest counted), and within what the model takes
         (the rest bad lines)."""
         limit = self.config.max_positions - 2

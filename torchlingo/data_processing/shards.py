@@ -26,8 +26,9 @@ import multiprocessing
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,6 +42,9 @@ from ..rundir import tokenizer_files
 from .dataset import _first, _LineChecker, describe_source, iter_pairs, resolve_data_path
 from .textfile import scan_all
 from .vocab import SentencePieceVocab, Vocab, load_vocab, vocab_from_state, vocab_hash, word_tokenize
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 log = logging.getLogger("torchlingo")
 
@@ -83,7 +87,7 @@ def _recorded(path: Path, known: dict) -> bool:
     return known.get("file") == path.name and (known.get("bytes"), known.get("mtime_ns")) == _stat(path)
 
 
-def _paths(resolved) -> tuple[Path, ...]:
+def _paths(resolved: Path | tuple[Path, Path]) -> tuple[Path, ...]:
     return resolved if isinstance(resolved, tuple) else (resolved,)
 
 
@@ -123,7 +127,12 @@ def read_manifest(directory: Path) -> dict:
     return manifest
 
 
-def stale_reason(directory: Path, config: Config, fingerprints: list[dict] | None = None, vocabs=None) -> str | None:
+def stale_reason(
+    directory: Path,
+    config: Config,
+    fingerprints: list[dict] | None = None,
+    vocabs: Sequence[Vocab | SentencePieceVocab] | None = None,
+) -> str | None:
     """Why the shards in `directory` do not fit this corpus and config (None: they do). `vocabs` (a resume's
     tokenizers) must be the ones the shards were encoded with. `fingerprints`: the corpus's, by default
     `corpus_fingerprint` trusting the manifest's stats (without shards the corpus is not read here at all: prepare
@@ -187,7 +196,7 @@ def _size(path: Path) -> int:
         raise DataError(f"{path}: cannot read shard ({e.strerror}); prepare it again") from None
 
 
-def _load_index(path: Path, n: int, dtype, mmap: bool) -> np.ndarray:
+def _load_index(path: Path, n: int, dtype: npt.DTypeLike, mmap: bool) -> np.ndarray:
     try:
         array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
@@ -234,7 +243,7 @@ class ShardedDataset(Dataset):
         return self._tgt.lengths
 
 
-def _load_tokenizer(path: Path, expected: str):
+def _load_tokenizer(path: Path, expected: str) -> Vocab | SentencePieceVocab:
     vocab = load_vocab(path)
     if vocab_hash(vocab) != expected:
         raise DataError(f"{path}: not the tokenizer these shards were encoded with; prepare them again")
@@ -249,7 +258,7 @@ class _Corpus:
     """The training files, their fingerprints, and their parts: per part, one (start, stop, lines before) span per
     file. A file must be a regular file (read in parts) that does not change while it is prepared."""
 
-    def __init__(self, resolved, config: Config, workers: int):
+    def __init__(self, resolved: Path | tuple[Path, Path], config: Config, workers: int):
         self.resolved, self.policy, self.workers = resolved, config.bad_lines, workers
         self.paths = paths = _paths(resolved)
         for path in paths:
@@ -275,7 +284,7 @@ class _Corpus:
             for i in range(0, len(cuts[0]) - 1, step)
         ]
 
-    def run(self, job: str, args=None, states: tuple = ()) -> Iterator:
+    def run(self, job: str, args: Iterable[object] | None = None, states: tuple = ()) -> Iterator:
         """`job` over every part, in order (`args`: one per part, or None), here or in the worker processes; the
         parts' bad-line checks are merged into a new `self.checker`, and each file's share of undecodable lines
         checked at the end."""
@@ -305,7 +314,7 @@ def _stat(path: Path) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
-def _map(function, tasks, workers: int, states: tuple) -> Iterator:
+def _map(function: Callable[[tuple], object], tasks: Iterable[tuple], workers: int, states: tuple) -> Iterator:
     """`function` over `tasks`, results in order: here, or in `workers` processes of one thread each."""
     if workers <= 1:
         _set_vocabs(states)
@@ -330,7 +339,7 @@ def _init_worker(states: tuple) -> None:
     _set_vocabs(states)
 
 
-def _do_part(task) -> tuple[_LineChecker, object]:
+def _do_part(task: tuple) -> tuple[_LineChecker, object]:
     """One part of the corpus: its good pairs, checked as NMTDataset checks them, then what `job` makes of them."""
     resolved, spans, policy, job, arg = task
     checker = _LineChecker(policy)
@@ -338,7 +347,7 @@ def _do_part(task) -> tuple[_LineChecker, object]:
     return checker, _JOBS[job](pairs, arg)
 
 
-def _count_words(pairs, _) -> tuple[collections.Counter, collections.Counter]:
+def _count_words(pairs: Iterable[tuple[int, str, str]], _: object) -> tuple[collections.Counter, collections.Counter]:
     counts: tuple[collections.Counter, collections.Counter] = collections.Counter(), collections.Counter()
     for _, s, t in pairs:
         counts[0].update(word_tokenize(s))
@@ -346,11 +355,11 @@ def _count_words(pairs, _) -> tuple[collections.Counter, collections.Counter]:
     return counts
 
 
-def _count_pairs(pairs, _) -> int:
+def _count_pairs(pairs: Iterable[tuple[int, str, str]], _: object) -> int:
     return sum(1 for _ in pairs)
 
 
-def _pick(pairs, wanted: np.ndarray | None) -> list[tuple[str, str]]:
+def _pick(pairs: Iterable[tuple[int, str, str]], wanted: np.ndarray | None) -> list[tuple[str, str]]:
     """The pairs numbered `wanted` (sorted, within the part; None: all)."""
     if wanted is None:
         return [(s, t) for _, s, t in pairs]
@@ -358,7 +367,9 @@ def _pick(pairs, wanted: np.ndarray | None) -> list[tuple[str, str]]:
     return [(s, t) for i, (_, s, t) in enumerate(pairs) if i in want]
 
 
-def _encode(pairs, dtype: str) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+def _encode(
+    pairs: Iterable[tuple[int, str, str]], dtype: str
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
     """The part's line numbers and, per side, (flat ids as `dtype`, lengths)."""
     lines, src, tgt = [], [], []
     for n, s, t in pairs:
@@ -441,12 +452,19 @@ def _reservoir(n: int, k: int, seed: int) -> np.ndarray:
 class _Writer:
     """Appends the kept pairs of each encoded chunk to the `.bin` files; keeps the lengths for the index."""
 
-    def __init__(self, files, dtype: np.dtype, config: Config, checker: _LineChecker, sides: tuple[Path, Path]):
+    def __init__(
+        self,
+        files: tuple[IO[bytes], IO[bytes]],
+        dtype: np.dtype,
+        config: Config,
+        checker: _LineChecker,
+        sides: tuple[Path, Path],
+    ):
         self.files, self.dtype, self.config, self.checker, self.sides = files, dtype, config, checker, sides
         self.lengths: tuple[list, list] = ([], [])
         self.total = self.too_long = 0
 
-    def add(self, lines: np.ndarray, encoded) -> None:
+    def add(self, lines: np.ndarray, encoded: list[tuple[np.ndarray, np.ndarray]]) -> None:
         (src, src_len), (tgt, tgt_len) = encoded
         max_len, limit = self.config.train_max_len, self.config.max_positions - 2
         too_long = (src_len > max_len) | (tgt_len > max_len)
@@ -468,7 +486,12 @@ class _Writer:
             out.append(lengths[keep].astype(np.int32))
 
 
-def prepare_shards(config: Config, directory: str | Path | None = None, workers: int | None = None, vocabs=None):
+def prepare_shards(
+    config: Config,
+    directory: str | Path | None = None,
+    workers: int | None = None,
+    vocabs: Sequence[Vocab | SentencePieceVocab] | None = None,
+) -> dict:
     """Tokenize `config.train_file` into shards in `directory` (default `shard_dir(config)`) with `workers`
     processes (default `config.prepare_workers`); the tokenizers are trained here unless `vocabs` gives them.
     Keeps and skips the same pairs as NMTDataset(train_file, max_len=config.train_max_len). Returns the manifest."""
@@ -525,7 +548,14 @@ def prepare_shards(config: Config, directory: str | Path | None = None, workers:
     return manifest
 
 
-def _encode_all(config, directory, corpus: _Corpus, vocabs, dtype, sides) -> _Writer:
+def _encode_all(
+    config: Config,
+    directory: Path,
+    corpus: _Corpus,
+    vocabs: Sequence[Vocab | SentencePieceVocab],
+    dtype: np.dtype,
+    sides: tuple[Path, Path],
+) -> _Writer:
     """Pass 2: encode the corpus part by part (in the worker processes when more than one) into the .bin files."""
     states = tuple(v.to_state() for v in vocabs)
     with atomic_write(directory / "src.bin") as src_file, atomic_write(directory / "tgt.bin") as tgt_file:
@@ -582,7 +612,9 @@ def prepare_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def open_or_prepare(config: Config, vocabs=None, directory: str | Path | None = None) -> ShardedDataset:
+def open_or_prepare(
+    config: Config, vocabs: Sequence[Vocab | SentencePieceVocab] | None = None, directory: str | Path | None = None
+) -> ShardedDataset:
     """The training data as shards: reused when they fit the corpus and config, else prepared (again). Under
     torchrun only rank 0 prepares; the other ranks come after it and find the shards fresh."""
     directory = Path(directory) if directory is not None else shard_dir(config)

@@ -7,8 +7,9 @@ import contextlib
 import hashlib
 import io
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class LineReader:
             except OSError as e:
                 raise DataError(f"{self.path}:{self.lines}: cannot read ({e.strerror})") from None
 
-    def _lines(self, f) -> Iterator[bytes]:
+    def _lines(self, f: IO[bytes]) -> Iterator[bytes]:
         if self.span is not None:
             f.seek(self.span[0])
             f = io.BytesIO(f.read(self.span[1] - self.span[0]))
@@ -132,12 +133,12 @@ def _cut_points(block: bytes, base: int, newlines: int, every: int, offsets: lis
     offsets.extend((base + ends[first - 1 :: every] + 1).tolist())
 
 
-def scan_all(paths) -> list[tuple[dict, list[int]]]:
+def scan_all(paths: Sequence[tuple[str | Path, int]]) -> list[tuple[dict, list[int]]]:
     """`scan` of several files at once, one thread each (the hashing releases the GIL)."""
     results: list = [None] * len(paths)
     errors: list = []
 
-    def one(i: int, path, every: int) -> None:
+    def one(i: int, path: str | Path, every: int) -> None:
         try:
             results[i] = scan(path, every)
         except DataError as e:
