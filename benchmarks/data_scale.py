@@ -83,7 +83,7 @@ def child(args: dict) -> dict:
     start = time.perf_counter()
     config = make_config(args)
     if args["task"] == "prepare":
-        from torchlingo.data_processing.shards import prepare_shards
+        from torchlingo.data_processing.prepare import prepare_shards
 
         manifest = prepare_shards(config, workers=args["workers"])
         out = {"seconds": time.perf_counter() - start, "pairs": manifest["pairs"], "phases": manifest["seconds"]}

@@ -130,8 +130,8 @@ def inject_one(fault: str) -> None:
 
 
 def record() -> None:
-    """Wrap experiment.train_model and shards.prepare_shards to report what this rank did (the CLI's run)."""
-    import torchlingo.data_processing.shards as S
+    """Wrap experiment.train_model and prepare.prepare_shards to report what this rank did (the CLI's run)."""
+    import torchlingo.data_processing.prepare as S
     import torchlingo.experiment as E
 
     real_train, real_prepare, rank = E.train_model, S.prepare_shards, int(os.environ.get("RANK", 0))

@@ -14,11 +14,10 @@ from conftest import write_toy_tsv
 
 from torchlingo.config import Config
 from torchlingo.data_processing import NMTDataset
+from torchlingo.data_processing.prepare import open_or_prepare, prepare_shards
 from torchlingo.data_processing.shards import (
     ShardedDataset,
     corpus_fingerprint,
-    open_or_prepare,
-    prepare_shards,
     stale_reason,
 )
 from torchlingo.errors import DataError
@@ -72,14 +71,14 @@ def test_workers_write_the_same_files(tmp_path, tokenizer, parallel):
     lines and long pairs skipped included."""
     train, langs = _corpus(tmp_path, parallel)
     config = Config(train_file=train, tokenizer=tokenizer, vocab_size=60, max_len=7, bad_lines="skip", **langs)
-    import torchlingo.data_processing.shards as shards
+    import torchlingo.data_processing.prepare as prepare
 
-    old, shards.CHUNK_PAIRS = shards.CHUNK_PAIRS, 37  # several parts
+    old, prepare.CHUNK_PAIRS = prepare.CHUNK_PAIRS, 37  # several parts
     try:
         one = prepare_shards(config, tmp_path / "one", workers=1)
         prepare_shards(config, tmp_path / "two", workers=2)
     finally:
-        shards.CHUNK_PAIRS = old
+        prepare.CHUNK_PAIRS = old
     assert one["skipped"] == NMTDataset(train, config=config, max_len=7).skipped and len(one["skipped"]) >= 3
     names = ("src.bin", "tgt.bin", "src.off.npy", "tgt.len.npy") + tuple(one["tokenizer_files"])
     for name in names:
@@ -93,7 +92,7 @@ def test_sample_drawn_in_parts_is_the_streamed_reservoir(tmp_path):
     """The SentencePiece sample, drawn from counted parts, is the one Algorithm R draws from the streamed pairs."""
     import random
 
-    import torchlingo.data_processing.shards as shards
+    import torchlingo.data_processing.prepare as prepare
     from torchlingo.data_processing.dataset import _LineChecker, iter_pairs
 
     train, _ = _corpus(tmp_path, False)
@@ -105,13 +104,13 @@ def test_sample_drawn_in_parts_is_the_streamed_reservoir(tmp_path):
         elif (j := rng.randrange(seen)) < k:
             expected[j] = (s, t)
         total = seen
-    old, shards.CHUNK_PAIRS = shards.CHUNK_PAIRS, 37
+    old, prepare.CHUNK_PAIRS = prepare.CHUNK_PAIRS, 37
     try:
         for workers in (1, 2):
-            sample, seen = shards._sample(shards._Corpus(Path(train), config, workers), k, 7)
+            sample, seen = prepare._sample(prepare._Corpus(Path(train), config, workers), k, 7)
             assert sample == expected and seen == total == 299, workers
     finally:
-        shards.CHUNK_PAIRS = old
+        prepare.CHUNK_PAIRS = old
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -50,7 +50,7 @@ def load_train_data(
     """The training set: read into memory (`prepared_data: off`), or prepared shards, reused when they fit the
     corpus and settings and prepared again otherwise (`auto`). The tokenizers are trained unless given."""
     if config.prepared_data == "auto":
-        from .data_processing.shards import open_or_prepare
+        from .data_processing.prepare import open_or_prepare
 
         # src_vocab and tgt_vocab are given together (a resume's, or another rank's) or not at all
         return open_or_prepare(config, None if src_vocab is None else (src_vocab, tgt_vocab))  # type: ignore[arg-type]
