@@ -1,5 +1,7 @@
 """BLEU during training: eval_bleu decodes the validation set, logs val/bleu, val/chrf and sample translations."""
 
+import logging
+
 import pytest
 import torch
 from tiny import SMALL_RUN, toy_setup
@@ -51,12 +53,15 @@ def test_eval_bleu_logs_scores_and_translations_and_drives_best_checkpoint(toy_d
     assert model.training  # decoding switched to eval mode and back
 
 
-def test_eval_bleu_with_beam_and_loss_metric(toy_data):
+def test_eval_bleu_with_beam_and_loss_metric(toy_data, caplog):
     model, train_loader, val_loader, config = tiny_setup(
         toy_data / "data", toy_data / "runs", eval_beam_size=3, num_epochs=1, use_tensorboard=False
     )
-    result = train_model(model, train_loader, val_loader, config)
+    with caplog.at_level(logging.INFO, logger="torchlingo"):
+        result = train_model(model, train_loader, val_loader, config)
     assert len(result.history) == 1 and {"bleu", "chrf", "val_loss"} <= set(result.history[0])
+    h = result.history[0]  # the epoch's line shows the scores beside the loss
+    assert f"val loss {h['val_loss']:.4f} | val bleu {h['bleu']:.2f} | val chrf {h['chrf']:.2f} | lr" in caplog.text
     assert result.best_metric == result.history[0]["val_loss"]
 
 

@@ -156,13 +156,15 @@ def test_on_a_terminal_the_bar_shows_progress_and_the_file_keeps_the_lines(tmp_p
             assert logger.bar is not None
             logger.log_train(5, 2.5, 1e-3, 100, epoch=1)
             logger.epoch_summary(1, 5, 2.5, 2.4, 1e-3)
+            logger.epoch_summary(2, 10, 2.0, 1.9, 1e-3, {"bleu": 31.456, "chrf": 55.0})
             logger.close()
     finally:
         log.handlers[:] = saved[2]
         log.setLevel(saved[0])
         log.propagate = saved[1]
     console = sys.stderr.getvalue()
-    assert "epoch 1 | step 5 | train loss 2.5000 | val loss 2.4000" in console
+    assert "epoch 1 | step 5 | train loss 2.5000 | val loss 2.4000 | lr" in console
+    assert "epoch 2 | step 10 | train loss 2.0000 | val loss 1.9000 | val bleu 31.46 | val chrf 55.00 | lr" in console
     assert "epoch 1/2 | step 5 | loss" not in console  # the bar shows it
     logged = messages(tmp_path / "train.log")
     assert logged[0].startswith("epoch 1/2 | step 5 | loss 2.5000 |") and logged[1].startswith("epoch 1 | step 5 |")

@@ -114,8 +114,12 @@ class RunLogger:
             line += f" | ETA {format_duration(eta)}"
         return line
 
-    def epoch_summary(self, epoch: int, step: int, train_loss: float, val_loss: float | None, lr: float) -> None:
+    def epoch_summary(
+        self, epoch: int, step: int, train_loss: float, val_loss: float | None, lr: float, metrics: dict | None = None
+    ) -> None:
+        """The epoch's line; `metrics` are the validators' scores (eval_bleu: bleu and chrf), shown after the loss."""
         val = f" | val loss {val_loss:.4f}" if val_loss is not None else ""
+        val += "".join(f" | val {name} {value:.2f}" for name, value in (metrics or {}).items())
         log.info("epoch %d | step %d | train loss %.4f%s | lr %.2e", epoch, step, train_loss, val, lr)
 
     def close(self) -> None:

@@ -379,13 +379,15 @@ class Trainer:
         epoch, result = self.pos.epoch + 1, self.result
         result.train_losses.append(train_loss)
         self.logger.scalar("train/epoch_loss", train_loss, epoch)
-        val_loss = None
+        val_loss, metrics = None, {}
         if self.val_loader is not None:
             val_loss = result.history[-1]["val_loss"]
             result.val_losses.append(val_loss)
             self.logger.scalar("val/epoch_loss", val_loss, epoch)
+            metrics = {k: v for k, v in result.history[-1].items() if k not in ("step", "epoch", "val_loss")
+                       and isinstance(v, (int, float))}  # fmt: skip
         lr = self.optimizer.param_groups[0]["lr"]
-        self.logger.epoch_summary(epoch, self.pos.step, train_loss, val_loss, lr)
+        self.logger.epoch_summary(epoch, self.pos.step, train_loss, val_loss, lr, metrics)
 
     def log_interval(self) -> None:
         loss, tokens = self.meter.take_interval()
