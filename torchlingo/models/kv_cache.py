@@ -44,14 +44,24 @@ class KVCache:
         self.select_source(rows)
 
     def reorder(self, rows: torch.Tensor) -> None:
-        """Keep these rows of the self-attention cache, in this order (beam search: each new beam's origin)."""
+        """Keep these rows of the self-attention cache, in this order (beam search: each new beam's origin).
+
+        One buffer at a time: each old one is freed before the next copy is made, so a reorder needs room for one
+        extra buffer, not a second cache (beam search reorders at every step)."""
 
         def pick(t: torch.Tensor) -> torch.Tensor:  # copies the filled positions only, in one pass
             out = t.new_empty(rows.numel(), *t.shape[1:])
             torch.index_select(t[:, :, : self.length], 0, rows, out=out[:, :, : self.length])
             return out
 
-        self.self_kv = [None if kv is None else (pick(kv[0]), pick(kv[1])) for kv in self.self_kv]
+        for layer in range(len(self.self_kv)):  # not enumerate(): its reused result tuple would keep a pair alive
+            kv, self.self_kv[layer] = self.self_kv[layer], None
+            if kv is not None:
+                k, v = kv
+                del kv  # now `k` and `v` hold the only references: each old buffer goes as its copy replaces it
+                k = pick(k)
+                v = pick(v)
+                self.self_kv[layer] = (k, v)
 
     def select_source(self, rows: torch.Tensor) -> None:
         """Keep these rows (sentences) of the cross-attention cache."""
