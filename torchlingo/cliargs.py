@@ -97,7 +97,11 @@ def _decoding_options(p: argparse.ArgumentParser, checkpoint_required: bool = Tr
         help="beam search: GNMT length-penalty alpha (0: none; higher favours longer output); default: the run's "
         "length_penalty",
     )
-    p.add_argument("--max-tokens", type=positive_int, help="source tokens per decoding batch")
+    p.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        help="token budget per decoding batch: padded source tokens x beam size (default: the run's decode_max_tokens)",
+    )
     p.add_argument(
         "--max-sentences",
         type=positive_int,

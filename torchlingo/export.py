@@ -204,7 +204,7 @@ def load_ctranslate2(folder: str | Path, max_sentences: int = 64, **options: Any
         raise TorchlingoError(f"{folder / METADATA}: damaged ({e!r}); export the model again") from None
     settings = DecodingSettings(**decoding)
     translator = CTranslate2Translator(folder, src_vocab, tgt_vocab, settings, positions, max_sentences, **options)
-    translator.max_tokens = settings.decode_max_tokens  # batches as Translator makes them (and <= max_sentences)
+    translator.max_tokens = settings.source_budget()  # batches as Translator makes them (and <= max_sentences)
     return translator
 
 
@@ -354,15 +354,9 @@ class CTranslate2Translator:
 
     def _groups(self, lengths: list[int]) -> list[list[int]]:
         """Indices longest first, in batches of at most `max_sentences` and (if set) `max_tokens` padded tokens."""
-        groups: list[list[int]] = []
-        for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-            group = groups[-1] if groups else []
-            tokens = (len(group) + 1) * (lengths[group[0]] + 2) if group else 0
-            if not group or len(group) >= self.max_sentences or (self.max_tokens and tokens > self.max_tokens):
-                groups.append([i])
-            else:
-                group.append(i)
-        return groups
+        from .translator import length_batches
+
+        return length_batches(lengths, self.max_tokens, self.max_sentences)
 
     def _submit(self, batch: list[Sequence[int]], limit: int) -> list:
         """Start translating one batch on a free worker: its pending (asynchronous) results."""
