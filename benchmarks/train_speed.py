@@ -9,6 +9,14 @@ fused AdamW, cosine schedule, clipping); the reference is `nn.Transformer` + Cro
 label_smoothing=0.1) + Adam. Each row runs in its own process so that its peak RSS is its own. The clock starts
 when the first batch after warm-up is drawn and stops when the loop returns.
 MFU = model FLOPs (3x the forward matmul + attention FLOPs over real tokens) / time / matmul peak measured here.
+
+--fairseq-train PATH adds fairseq (the toolkit comparison; it needs its own environment: `pip install fairseq-fixed`
+in another venv, PATH its `fairseq-train`): the same corpus encoded with the same SentencePiece model, binarized once
+with the `fairseq-preprocess` beside PATH, the same model (pre-norm `transformer`, 3+3 x 256, 4 heads, ffn 1024,
+dropout 0.1, shared decoder embeddings, label-smoothed cross-entropy 0.1, Adam), fp32 on CPU. fairseq batches by its
+own rule (padded max(source, target) length x sentences <= --max-tokens); --fairseq-max-tokens (default 2,400) gives
+about the same mean target tokens per batch as ours. Its speed is its own log's: target tokens / seconds over the
+10-update intervals after the first (warm-up).
 """
 
 from __future__ import annotations
@@ -255,6 +263,96 @@ def run_row(spec: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# ----------------------------------------------------------------------------------------------- fairseq
+FAIRSEQ_ARGS = (
+    "--arch transformer --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256 "
+    "--encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4 "
+    "--encoder-normalize-before --decoder-normalize-before --share-decoder-input-output-embed --dropout 0.1 "
+    "--criterion label_smoothed_cross_entropy --label-smoothing 0.1 --optimizer adam --adam-betas (0.9,0.98) --lr 5e-4 "
+    "--lr-scheduler inverse_sqrt --warmup-updates 4000 --cpu --log-format json --log-interval 10 --no-save "
+    "--disable-validation --num-workers 0 --seed 1"
+).split()
+
+
+def fairseq_data(data: Path, spm: Path, fairseq_train: Path) -> Path:
+    """The corpus encoded with our SentencePiece model and binarized by fairseq-preprocess, made once and cached."""
+    import sentencepiece
+
+    out = spm.parent / f"fairseq-{spm.stem}"
+    if (out / "bin" / "dict.en.txt").exists():
+        return out / "bin"
+    out.mkdir(parents=True, exist_ok=True)
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(spm))
+    for lang in ("de", "en"):
+        lines = (data / f"train.{lang}").read_text(encoding="utf-8").splitlines()
+        (out / f"train.{lang}").write_text("".join(" ".join(sp.encode(x.strip(), out_type=str)) + "\n" for x in lines))
+    cmd = [str(fairseq_train.parent / "fairseq-preprocess"), "--source-lang", "de", "--target-lang", "en"]
+    cmd += ["--trainpref", str(out / "train"), "--destdir", str(out / "bin"), "--joined-dictionary"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return out / "bin"
+
+
+def run_fairseq(fairseq_train: Path, binarized: Path, steps: int, threads: int, max_tokens: int) -> dict:
+    """fairseq-train for 10 + `steps` updates (rounded up to tens) in its own process: tok/s from its log, peak RSS."""
+    updates = 10 + 10 * math.ceil(steps / 10)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    cmd = [str(fairseq_train), str(binarized), *FAIRSEQ_ARGS, "--max-tokens", str(max_tokens)]
+    cmd += ["--max-update", str(updates), "--save-dir", tempfile.mkdtemp(prefix="fairseq-bench-")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    log = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"fairseq-train failed:\n{log[-3000:]}")
+    inner = [
+        json.loads(line.split("| train_inner | ", 1)[1]) for line in log.splitlines() if "| train_inner | " in line
+    ]
+    timed = inner[1:]  # the first interval holds the start-up
+    words = [float(r["wpb"]) * 10 for r in timed]
+    seconds = sum(w / float(r["wps"]) for w, r in zip(words, timed))
+    return {
+        "tok_s": sum(words) / seconds, "seconds": seconds, "steps": 10 * len(timed),
+        "wpb": sum(words) / len(words) / 10, "peak_rss_mib": usage.ru_maxrss / 1024,
+    }  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------- the table
+def keep_best(results: dict, key: tuple, r: dict) -> None:
+    if key not in results or r["tok_s"] > results[key]["tok_s"]:
+        results[key] = r
+
+
+def print_table(results: dict, peaks: dict) -> None:
+    """One markdown row per loop: speed, memory, MFU, and the ratios to the reference (and to fairseq, if timed)."""
+    fp32_ref, fairseq = results.get(("reference", "fp32", False, 0.0)), results.get(("fairseq", "fp32", False, 0.0))
+    head = "| loop | precision | steps | target tok/s | s/step | padding | peak RSS MiB | MFU | vs reference "
+    head += "| vs fp32 reference |" + (" vs fairseq fp32 |" if fairseq else "")
+    print(head)
+    print("|---" * (head.count("|") - 1) + "|")
+    for (impl, amp, comp, act), r in results.items():
+        ref = results.get(("reference", amp, False, 0.0))
+        ratio = (
+            "1.00x"
+            if impl == "reference"
+            else f"{r['tok_s'] / ref['tok_s']:.2f}x"
+            if ref and impl != "fairseq"
+            else "-"
+        )
+        vs_fp32 = f"{r['tok_s'] / fp32_ref['tok_s']:.2f}x" if fp32_ref else "-"
+        if impl == "fairseq":  # its own batches: no padding share or FLOP count of ours
+            padding, mfu = "-", "-"
+        else:
+            padding, mfu = (
+                f"{1 - r['tokens'] / r['positions']:.1%}",
+                f"{r['flops'] / r['seconds'] / (peaks[amp] * 1e9):.0%}",
+            )
+        name = impl + (" (compile)" if comp else "") + (f" (activation_dropout {act})" if act else "")
+        cells = [name, amp, r["steps"], f"{r['tok_s']:.0f}", f"{r['seconds'] / r['steps']:.3f}", padding]
+        cells += [f"{r['peak_rss_mib']:.0f}", mfu, ratio, vs_fp32]
+        cells += [f"{r['tok_s'] / fairseq['tok_s']:.2f}x"] if fairseq else []
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+
+
 # ----------------------------------------------------------------------------------------------- main
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -279,6 +377,8 @@ def main() -> None:
         help="add a torchlingo row in the default precision with activation_dropout 0.1 (dropout inside the "
         "feed-forward blocks, where nn.Transformer has it; torchlingo's default is 0, as fairseq)",
     )
+    p.add_argument("--fairseq-train", type=Path, help="a fairseq-train executable: add a fairseq fp32 row")
+    p.add_argument("--fairseq-max-tokens", type=int, default=2400, help="fairseq's --max-tokens (its own rule)")
     p.add_argument("--quick", action="store_true", help="few steps, for a smoke test")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -315,9 +415,17 @@ def main() -> None:
         rows += [("reference", "bf16", False, 0.0), ("torchlingo", "bf16", False, 0.0)]
     if args.activation_dropout_row:
         rows.append(("torchlingo", "bf16" if default_amp is torch.bfloat16 else "fp32", False, 0.1))
+    if args.fairseq_train:
+        binarized = fairseq_data(args.data, spm, args.fairseq_train)
+        rows.insert(1, ("fairseq", "fp32", False, 0.0))
     results: dict = {}
     for _ in range(args.repeats):
         for impl, amp, comp, act in rows:
+            if impl == "fairseq":
+                r = run_fairseq(args.fairseq_train, binarized, args.steps, args.threads, args.fairseq_max_tokens)
+                print(f"  fairseq    fp32: {r['tok_s']:.0f} target tok/s ({r['wpb']:.0f} per batch)", file=sys.stderr)
+                keep_best(results, (impl, amp, comp, act), r)
+                continue
             steps = args.steps if amp == "fp32" else bf16_steps
             warmup = args.warmup if amp == "fp32" or cpu_has_fast_bf16() else 1
             spec = dict(
@@ -337,9 +445,7 @@ def main() -> None:
             r.update(stats, steps=steps, tok_s=stats["tokens"] / r["seconds"])
             label = f"{impl:10s} {amp}{' compile' if comp else ''}{f' activation_dropout {act}' if act else ''}"
             print(f"  {label}: {r['tok_s']:.0f} target tok/s", file=sys.stderr)
-            key = (impl, amp, comp, act)
-            if key not in results or r["tok_s"] > results[key]["tok_s"]:
-                results[key] = r
+            keep_best(results, (impl, amp, comp, act), r)
 
     mean_tokens = sum(int(dataset.tgt_lengths[i]) + 1 for b in batches for i in b) / len(batches)
     print(
@@ -352,28 +458,7 @@ def main() -> None:
         f"CPU native bf16: {cpu_has_fast_bf16()}; default precision (amp: auto) here: "
         f"{'bf16' if default_amp is torch.bfloat16 else 'fp32'}.\n"
     )
-    print(
-        "| loop | precision | steps | target tok/s | s/step | padding | peak RSS MiB | MFU | vs reference "
-        "| vs fp32 reference |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for (impl, amp, comp, act), r in results.items():
-        ref = results.get(("reference", amp, False, 0.0))
-        ratio = (
-            f"{r['tok_s'] / ref['tok_s']:.2f}x"
-            if ref and impl != "reference"
-            else "1.00x"
-            if impl == "reference"
-            else "-"
-        )
-        fp32_ref = results.get(("reference", "fp32", False, 0.0))
-        vs_fp32 = f"{r['tok_s'] / fp32_ref['tok_s']:.2f}x" if fp32_ref else "-"
-        mfu = r["flops"] / r["seconds"] / (peaks[amp] * 1e9)
-        name = impl + (" (compile)" if comp else "") + (f" (activation_dropout {act})" if act else "")
-        print(
-            f"| {name} | {amp} | {r['steps']} | {r['tok_s']:.0f} | {r['seconds'] / r['steps']:.3f} | "
-            f"{1 - r['tokens'] / r['positions']:.1%} | {r['peak_rss_mib']:.0f} | {mfu:.0%} | {ratio} | {vs_fp32} |"
-        )
+    print_table(results, peaks)
     print(f"\n({time.perf_counter() - began:.0f} s in all)")
 
 
