@@ -170,28 +170,70 @@ def test_activation_dropout_is_its_own_setting_and_off_by_default():
 
 
 def test_bf16_autocast_attention_runs_in_fp32_on_cpu(monkeypatch):
-    """Under CPU bf16 autocast the projections run in bf16 but the attention kernel gets fp32 inputs (PyTorch's bf16
-    CPU attention is 3-4x slower, backward above all); the output still matches naive attention."""
+    """Under CPU bf16 autocast the projections run in bf16 but attention itself gets fp32 inputs (PyTorch's bf16
+    CPU attention is slower, backward above all); the output still matches naive attention."""
     import torchlingo.models.transformer as transformer
 
     seen = []
-    sdpa = F.scaled_dot_product_attention
+    softmax = torch.Tensor.softmax
 
-    def recording_sdpa(q, k, v, **kwargs):
-        out = sdpa(q, k, v, **kwargs)
-        seen.append((q.dtype, out.dtype))
-        return out
+    def recording_softmax(scores, *args, **kwargs):
+        seen.append(scores.dtype)
+        return softmax(scores, *args, **kwargs)
 
-    monkeypatch.setattr(transformer.F, "scaled_dot_product_attention", recording_sdpa)
+    monkeypatch.setattr(transformer.torch.Tensor, "softmax", recording_softmax)
     torch.manual_seed(0)
     attn = small_model().float().decoder_layers[0].self_attn
     x = torch.randn(3, 7, 32, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = attn(x, causal=True)
     out.float().sum().backward()
-    assert seen == [(torch.float32, torch.float32)]
+    assert seen == [torch.float32]
     assert out.dtype == torch.bfloat16 and torch.isfinite(x.grad).all()
     torch.testing.assert_close(out.float(), naive_attention(attn, x, causal=True), rtol=0.05, atol=0.02)
+
+
+@pytest.mark.parametrize("case", ["padding mask", "causal", "causal after cached positions"])
+def test_cpu_attention_formula_equals_scaled_dot_product_attention(case):
+    """The CPU path (two matmuls and a softmax) gives SDPA's values and gradients in float64."""
+    torch.manual_seed(0)
+    attn = small_model().encoder_layers[0].attn
+    t, s = (4, 9) if case == "causal after cached positions" else (6, 6)
+    q, k, v = (torch.randn(3, 4, n, 8, dtype=torch.float64, requires_grad=True) for n in (t, s, s))
+    mask = (torch.arange(s) < torch.tensor([s, 4, 2])[:, None])[:, None, None, :] if case == "padding mask" else None
+    causal = case != "padding mask"
+    ours = attn.attend(q, k, v, mask, causal=causal, fp32=False)
+    if case == "causal after cached positions":  # query i is position s - t + i: it sees keys 0 .. s - t + i
+        bias = torch.ones(t, s, dtype=torch.bool).tril(s - t)
+        want = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    else:
+        want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+    torch.testing.assert_close(ours, want, rtol=1e-10, atol=1e-12)
+    g = torch.randn_like(want)
+    grads = torch.autograd.grad(ours, (q, k, v), g)
+    for ours_grad, want_grad in zip(grads, torch.autograd.grad(want, (q, k, v), g)):
+        torch.testing.assert_close(ours_grad, want_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_a_training_step_is_the_same_with_the_fused_attention_kernel(monkeypatch):
+    """The whole model's loss and gradients, float64: the CPU formula against F.scaled_dot_product_attention (what
+    other devices run), with padding on both sides and the decoder's causal self-attention."""
+    import torchlingo.models.transformer as transformer
+
+    src, tgt = batch()
+    results = []
+    for fused in (False, True):
+        monkeypatch.setattr(transformer, "use_fused_attention", lambda q, fused=fused: fused)
+        torch.manual_seed(0)
+        model = small_model()
+        loss, _ = sequence_loss(model, src, tgt, label_smoothing=0.1)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-12, atol=1e-12)
+    assert len(grads_a) == len(grads_b) > 10
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")

@@ -23,8 +23,9 @@ embedding (`tie_embeddings`).
 The file goes bottom-up: the position table, attention (what self- and cross-attention share, then each), the
 feed-forward block, an encoder layer, a decoder layer, the model. Decoding may go one token at a time with a
 `KVCache` (kv_cache.py): the cross-attention keys/values are computed once per batch and shared by a sentence's
-beams, the self-attention ones grow by one position a step. Two CPU fast paths from fastpath.py appear here: its
-`Dropout` and, under bf16 on CPU, attention in fp32 (`attention_in_fp32`).
+beams, the self-attention ones grow by one position a step. CPU fast paths from fastpath.py appear here: its
+`Dropout`, attention in fp32 under bf16 on CPU (`attention_in_fp32`), and the choice of where attention runs as the
+formula and where as PyTorch's fused kernel (`use_fused_attention`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import Config
-from ..fastpath import Dropout, attention_in_fp32
+from ..fastpath import Dropout, attention_in_fp32, use_fused_attention
 from .kv_cache import KVCache
 
 # -- positions --------------------------------------------------------------------------------------------------------
@@ -73,29 +74,28 @@ class Attention(nn.Module):
         return x.float() if fp32 else x
 
     def attend(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        mask: torch.Tensor | None,
-        causal: bool,
-        one_step: bool,
-        fp32: bool,
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool, fp32: bool
     ) -> torch.Tensor:
         """Each query's average of the values, weighted by softmax(q . k / sqrt(D/H)): (B, H, T, D/H).
 
-        `mask` (True = attend) hides padded keys, `causal` later positions. `one_step`: a decoding step, each row one
-        new query (or K, one per beam) against the cached keys, so never causal."""
+        `mask` (True = attend) hides padded keys, `causal` later positions (query i sees keys up to i + S - T: its
+        own position and the past, also when the keys hold cached positions before the queries')."""
         with torch.autocast("cpu", enabled=False) if fp32 else contextlib.nullcontext():
-            if one_step:  # two small matmuls: 1.3-2x faster than the fused CPU kernel at these shapes
-                k_t = k.transpose(-1, -2)  # (B, H, S, D/H) -> (B, H, D/H, S)
-                scores = torch.matmul(q, k_t) * q.size(-1) ** -0.5  # (B, H, T, D/H) @ (B, H, D/H, S) -> (B, H, T, S)
-                if mask is not None:
-                    scores = scores.masked_fill(~mask, -math.inf)
-                return torch.matmul(scores.softmax(-1), v)  # (B, H, T, S) @ (B, H, S, D/H) -> (B, H, T, D/H)
-            return F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
-            )
+            if use_fused_attention(q):  # GPUs: PyTorch's fused kernels compute the same in one call
+                return F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
+                )
+            scores = torch.matmul(q, k.transpose(-1, -2)) * q.size(-1) ** -0.5  # (B,H,T,D/H) @ (B,H,D/H,S) -> (B,H,T,S)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, -math.inf)
+            if causal:
+                t, s = scores.shape[-2:]
+                later = torch.ones(t, s, dtype=torch.bool, device=q.device).triu_(s - t + 1)  # (T, S): keys to hide
+                scores = scores.masked_fill(later, -math.inf)
+            weights = scores.softmax(-1)
+            if self.training and self.dropout > 0:
+                weights = F.dropout(weights, self.dropout)
+            return torch.matmul(weights, v)  # (B, H, T, S) @ (B, H, S, D/H) -> (B, H, T, D/H)
 
     def merge_heads(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The heads side by side again, in the shape and dtype of the attention's input `x`."""
@@ -128,8 +128,7 @@ class SelfAttention(Attention):
         if cache is not None:
             k, v = cache.append(layer, k, v)  # (B, H, past + T, D/H)
             causal = causal and q.size(2) > 1  # one new query may see the whole cache; a longer first chunk may not
-        one_step = cache is not None and x.size(1) == 1
-        out = self.attend(q, k, v, mask, causal=causal, one_step=one_step, fp32=fp32)  # (B, H, T, D/H)
+        out = self.attend(q, k, v, mask, causal=causal, fp32=fp32)  # (B, H, T, D/H)
         return self.out_proj(self.merge_heads(out, x))
 
 
@@ -178,8 +177,7 @@ class CrossAttention(Attention):
         if cache is not None and k.size(0) != q.size(0):  # beam search, N sentences of K beams: fold the beams
             q = q.view(k.size(0), -1, q.size(-1))  # (N*K, 1, D) -> (N, K, D)
         q = self.split_heads(q, fp32)  # (B, T, D) -> (B, H, T, D/H); folded: (N, K, D) -> (N, H, K, D/H)
-        one_step = cache is not None and x.size(1) == 1
-        out = self.attend(q, k, v, mask, causal=False, one_step=one_step, fp32=fp32)
+        out = self.attend(q, k, v, mask, causal=False, fp32=fp32)
         return self.out_proj(self.merge_heads(out, x))  # folded: (N, H, K, D/H) -> (N, K, H, D/H) -> (N*K, 1, D)
 
 
