@@ -304,16 +304,24 @@ def run_fairseq(fairseq_train: Path, binarized: Path, steps: int, threads: int, 
     _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"fairseq-train failed:\n{log[-3000:]}")
-    inner = [
-        json.loads(line.split("| train_inner | ", 1)[1]) for line in log.splitlines() if "| train_inner | " in line
-    ]
-    timed = inner[1:]  # the first interval holds the start-up
+    return {**fairseq_speed(log), "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+def fairseq_speed(log: str) -> dict:
+    """Target tok/s over fairseq's 10-update `train_inner` log records after the first (which holds the start-up):
+    each record gives words per batch (wpb) and words per second (wps), so its seconds are 10 * wpb / wps."""
+    marker = "| train_inner | "
+    timed = [json.loads(line.split(marker, 1)[1]) for line in log.splitlines() if marker in line][1:]
+    if not timed:
+        raise ValueError("fairseq's log has fewer than two train_inner records")
     words = [float(r["wpb"]) * 10 for r in timed]
     seconds = sum(w / float(r["wps"]) for w, r in zip(words, timed))
     return {
-        "tok_s": sum(words) / seconds, "seconds": seconds, "steps": 10 * len(timed),
-        "wpb": sum(words) / len(words) / 10, "peak_rss_mib": usage.ru_maxrss / 1024,
-    }  # fmt: skip
+        "tok_s": sum(words) / seconds,
+        "seconds": seconds,
+        "steps": 10 * len(timed),
+        "wpb": sum(words) / len(words) / 10,
+    }
 
 
 # ----------------------------------------------------------------------------------------------- the table

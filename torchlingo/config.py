@@ -134,7 +134,7 @@ class Config:
     attention_dropout: float = _opt(
         "model",
         0.0,
-        "Dropout on attention weights (as fairseq, off by default: it forces the slow attention kernel).",
+        "Dropout on attention weights (off by default, as in fairseq: one more random mask per attention call).",
         min=0.0,
         max=0.99,
     )
