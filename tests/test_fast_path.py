@@ -193,9 +193,14 @@ def test_bf16_autocast_attention_runs_in_fp32_on_cpu(monkeypatch):
     torch.testing.assert_close(out.float(), naive_attention(attn, x, causal=True), rtol=0.05, atol=0.02)
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["formula", "fused kernel"])
 @pytest.mark.parametrize("case", ["padding mask", "causal", "causal after cached positions"])
-def test_cpu_attention_formula_equals_scaled_dot_product_attention(case):
-    """The CPU path (two matmuls and a softmax) gives SDPA's values and gradients in float64."""
+def test_cpu_attention_formula_equals_scaled_dot_product_attention(case, fused, monkeypatch):
+    """Both paths of `attend` (the formula on CPU, SDPA's fused kernel elsewhere) give the values and gradients of
+    attention written with an explicit mask, float64."""
+    import torchlingo.models.transformer as transformer
+
+    monkeypatch.setattr(transformer, "use_fused_attention", lambda q: fused)
     torch.manual_seed(0)
     attn = small_model().encoder_layers[0].attn
     t, s = (4, 9) if case == "causal after cached positions" else (6, 6)

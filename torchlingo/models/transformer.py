@@ -80,17 +80,19 @@ class Attention(nn.Module):
 
         `mask` (True = attend) hides padded keys, `causal` later positions (query i sees keys up to i + S - T: its
         own position and the past, also when the keys hold cached positions before the queries')."""
+        t, s = q.size(-2), k.size(-2)
+        later = torch.ones(t, s, dtype=torch.bool, device=q.device).triu_(s - t + 1) if causal else None  # to hide
         with torch.autocast("cpu", enabled=False) if fp32 else contextlib.nullcontext():
             if use_fused_attention(q):  # GPUs: PyTorch's fused kernels compute the same in one call
+                if later is not None and t != s:  # its is_causal counts from the first key; ours from the cached past
+                    mask, causal = ~later if mask is None else mask & ~later, False
                 return F.scaled_dot_product_attention(
                     q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
                 )
             scores = torch.matmul(q, k.transpose(-1, -2)) * q.size(-1) ** -0.5  # (B,H,T,D/H) @ (B,H,D/H,S) -> (B,H,T,S)
             if mask is not None:
                 scores = scores.masked_fill(~mask, -math.inf)
-            if causal:
-                t, s = scores.shape[-2:]
-                later = torch.ones(t, s, dtype=torch.bool, device=q.device).triu_(s - t + 1)  # (T, S): keys to hide
+            if later is not None:
                 scores = scores.masked_fill(later, -math.inf)
             weights = scores.softmax(-1)
             if self.training and self.dropout > 0:
