@@ -147,33 +147,22 @@ def run_torchlingo(
     return time.perf_counter() - timed.start
 
 
-def run_reference(config, loader, warmup: int, steps: int, amp: str) -> float:
-    """The plain loop: nn.Transformer, CrossEntropyLoss(ignore_index, label_smoothing), Adam."""
-    import torch
+def reference_model(vocab: int, pad: int):
+    """nn.Transformer with the benchmark's shape, sinusoidal positions and a tied output projection."""
     import torch.nn as nn
 
     from torchlingo.models.transformer import sinusoidal_positions
 
-    torch.manual_seed(config.seed)
-    vocab, d, pad = len(loader.dataset.tgt_vocab), MODEL["d_model"], config.pad_idx
+    d = MODEL["d_model"]
 
     class Reference(nn.Module):
         def __init__(self):
             super().__init__()
-            self.src_embed, self.tgt_embed = (
-                nn.Embedding(vocab, d, padding_idx=pad),
-                nn.Embedding(vocab, d, padding_idx=pad),
-            )
+            self.src_embed = nn.Embedding(vocab, d, padding_idx=pad)
+            self.tgt_embed = nn.Embedding(vocab, d, padding_idx=pad)
             self.register_buffer("pe", sinusoidal_positions(1024, d))
-            self.transformer = nn.Transformer(
-                d,
-                MODEL["n_heads"],
-                MODEL["num_encoder_layers"],
-                MODEL["num_decoder_layers"],
-                MODEL["d_ff"],
-                MODEL["dropout"],
-                batch_first=True,
-            )
+            layers = (MODEL[k] for k in ("n_heads", "num_encoder_layers", "num_decoder_layers", "d_ff", "dropout"))
+            self.transformer = nn.Transformer(d, *layers, batch_first=True)
             self.out = nn.Linear(d, vocab, bias=False)
             self.out.weight = self.tgt_embed.weight
 
@@ -182,18 +171,20 @@ def run_reference(config, loader, warmup: int, steps: int, amp: str) -> float:
             causal = nn.Transformer.generate_square_subsequent_mask(tgt.size(1))
             x = self.src_embed(src) * math.sqrt(d) + self.pe[: src.size(1)]
             y = self.tgt_embed(tgt) * math.sqrt(d) + self.pe[: tgt.size(1)]
-            h = self.transformer(
-                x,
-                y,
-                tgt_mask=causal,
-                src_key_padding_mask=src_pad,
-                tgt_key_padding_mask=tgt_pad,
-                memory_key_padding_mask=src_pad,
-                tgt_is_causal=True,
-            )
-            return self.out(h)
+            masks = dict(src_key_padding_mask=src_pad, tgt_key_padding_mask=tgt_pad, memory_key_padding_mask=src_pad)
+            return self.out(self.transformer(x, y, tgt_mask=causal, tgt_is_causal=True, **masks))
 
-    model = Reference()
+    return Reference()
+
+
+def run_reference(config, loader, warmup: int, steps: int, amp: str) -> float:
+    """The plain loop: nn.Transformer, CrossEntropyLoss(ignore_index, label_smoothing), Adam."""
+    import torch
+    import torch.nn as nn
+
+    torch.manual_seed(config.seed)
+    vocab, pad = len(loader.dataset.tgt_vocab), config.pad_idx
+    model = reference_model(vocab, pad)
     criterion = nn.CrossEntropyLoss(ignore_index=pad, label_smoothing=0.1)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, betas=(0.9, 0.98), eps=1e-9)
     model.train()
@@ -360,7 +351,7 @@ def print_table(results: dict, peaks: dict) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- main
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train.de / train.en")
     p.add_argument("--steps", type=int, default=40, help="timed fp32 optimizer steps per row")
@@ -387,7 +378,44 @@ def main() -> None:
     p.add_argument("--fairseq-max-tokens", type=int, default=2400, help="fairseq's --max-tokens (its own rule)")
     p.add_argument("--quick", action="store_true", help="few steps, for a smoke test")
     p.add_argument("--worker", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def plan_rows(args: argparse.Namespace, default_bf16: bool) -> list[tuple[str, str, bool, float]]:
+    """The rows to time, in order: (loop, precision, compile, activation_dropout)."""
+    rows = [("reference", "fp32", False, 0.0), ("torchlingo", "fp32", False, 0.0)]
+    if args.fairseq_train:
+        rows.insert(1, ("fairseq", "fp32", False, 0.0))
+    if args.compile:
+        rows.append(("torchlingo", "fp32", True, 0.0))
+    if not args.no_bf16:
+        rows += [("reference", "bf16", False, 0.0), ("torchlingo", "bf16", False, 0.0)]
+    if args.activation_dropout_row:
+        rows.append(("torchlingo", "bf16" if default_bf16 else "fp32", False, 0.1))
+    return rows
+
+
+def time_row(args: argparse.Namespace, row: tuple, setup: dict) -> dict:
+    """One timing of one row (a child process; fairseq's own log for fairseq), printed as it comes."""
+    impl, amp, comp, act = row
+    if impl == "fairseq":
+        r = run_fairseq(args.fairseq_train, setup["binarized"], args.steps, args.threads, args.fairseq_max_tokens)
+        print(f"  fairseq    fp32: {r['tok_s']:.0f} target tok/s ({r['wpb']:.0f} per batch)", file=sys.stderr)
+        return r
+    steps = args.steps if amp == "fp32" else setup["bf16_steps"]
+    warmup = args.warmup if amp == "fp32" or setup["native_bf16"] else 1
+    spec = dict(impl=impl, amp=amp, compile=comp, activation_dropout=act, steps=steps, warmup=warmup)
+    spec.update(threads=args.threads, data=str(args.data), spm=str(setup["spm"]), max_tokens=setup["max_tokens"])
+    r = run_row(spec)
+    stats = batch_stats(setup["dataset"], setup["batches"][warmup : warmup + steps])
+    r.update(stats, steps=steps, tok_s=stats["tokens"] / r["seconds"])
+    label = f"{impl:10s} {amp}{' compile' if comp else ''}{f' activation_dropout {act}' if act else ''}"
+    print(f"  {label}: {r['tok_s']:.0f} target tok/s", file=sys.stderr)
+    return r
+
+
+def main() -> None:
+    args = parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
@@ -401,57 +429,23 @@ def main() -> None:
     from torchlingo.runtime import cpu_has_fast_bf16, resolve_amp_dtype
 
     torch.set_num_threads(args.threads)
-    bf16_steps = args.bf16_steps or (max(2, args.steps // 4) if cpu_has_fast_bf16() else 2)
-    began = time.perf_counter()
+    began, native_bf16 = time.perf_counter(), cpu_has_fast_bf16()
     spm = sp_model_path(args.data)
     config, dataset, loader = load(args.data, spm, 0)
     max_tokens = args.max_tokens or pick_max_tokens(dataset, config, args.target_tokens)
     config, dataset, loader = load(args.data, spm, max_tokens)
     batches = loader.batch_sampler.batches()
     peaks = {"fp32": matmul_peak("float32", args.threads), "bf16": matmul_peak("bfloat16", args.threads)}
-    default_amp = resolve_amp_dtype("auto", torch.device("cpu"))
-
-    rows = [
-        ("reference", "fp32", False, 0.0),
-        ("torchlingo", "fp32", False, 0.0),
-    ]  # (loop, precision, compile, activation_dropout)
-    if args.compile:
-        rows.append(("torchlingo", "fp32", True, 0.0))
-    if not args.no_bf16:
-        rows += [("reference", "bf16", False, 0.0), ("torchlingo", "bf16", False, 0.0)]
-    if args.activation_dropout_row:
-        rows.append(("torchlingo", "bf16" if default_amp is torch.bfloat16 else "fp32", False, 0.1))
+    default_bf16 = resolve_amp_dtype("auto", torch.device("cpu")) is torch.bfloat16
+    rows = plan_rows(args, default_bf16)
+    setup = dict(spm=spm, max_tokens=max_tokens, dataset=dataset, batches=batches, native_bf16=native_bf16)
+    setup.update(bf16_steps=args.bf16_steps or (max(2, args.steps // 4) if native_bf16 else 2))
     if args.fairseq_train:
-        binarized = fairseq_data(args.data, spm, args.fairseq_train)
-        rows.insert(1, ("fairseq", "fp32", False, 0.0))
+        setup["binarized"] = fairseq_data(args.data, spm, args.fairseq_train)
     results: dict = {}
     for _ in range(args.repeats):
-        for impl, amp, comp, act in rows:
-            if impl == "fairseq":
-                r = run_fairseq(args.fairseq_train, binarized, args.steps, args.threads, args.fairseq_max_tokens)
-                print(f"  fairseq    fp32: {r['tok_s']:.0f} target tok/s ({r['wpb']:.0f} per batch)", file=sys.stderr)
-                keep_best(results, (impl, amp, comp, act), r)
-                continue
-            steps = args.steps if amp == "fp32" else bf16_steps
-            warmup = args.warmup if amp == "fp32" or cpu_has_fast_bf16() else 1
-            spec = dict(
-                impl=impl,
-                amp=amp,
-                compile=comp,
-                activation_dropout=act,
-                steps=steps,
-                warmup=warmup,
-                threads=args.threads,
-                data=str(args.data),
-                spm=str(spm),
-                max_tokens=max_tokens,
-            )
-            r = run_row(spec)
-            stats = batch_stats(dataset, batches[warmup : warmup + steps])
-            r.update(stats, steps=steps, tok_s=stats["tokens"] / r["seconds"])
-            label = f"{impl:10s} {amp}{' compile' if comp else ''}{f' activation_dropout {act}' if act else ''}"
-            print(f"  {label}: {r['tok_s']:.0f} target tok/s", file=sys.stderr)
-            keep_best(results, (impl, amp, comp, act), r)
+        for row in rows:
+            keep_best(results, row, time_row(args, row, setup))
 
     mean_tokens = sum(int(dataset.tgt_lengths[i]) + 1 for b in batches for i in b) / len(batches)
     print(
@@ -461,8 +455,7 @@ def main() -> None:
     )
     print(
         f"Matmul peak: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s; "
-        f"CPU native bf16: {cpu_has_fast_bf16()}; default precision (amp: auto) here: "
-        f"{'bf16' if default_amp is torch.bfloat16 else 'fp32'}.\n"
+        f"CPU native bf16: {native_bf16}; default precision (amp: auto) here: {'bf16' if default_bf16 else 'fp32'}.\n"
     )
     print_table(results, peaks)
     print(f"\n({time.perf_counter() - began:.0f} s in all)")
