@@ -315,23 +315,15 @@ def prepare_shards(
     _check_kept(source, writer, len(lengths[0]), config)
     if writer.too_long:
         checker.skipped[f"longer than max_len={config.train_max_len} tokens"] += writer.too_long
-    for side, n in zip(SIDES, lengths):
-        _save_npy(directory / f"{side}.len.npy", n)
-        offsets = np.zeros(len(n) + 1, dtype=np.int64)
-        np.cumsum(n, out=offsets[1:])
-        _save_npy(directory / f"{side}.off.npy", offsets)
+    _save_index(directory, lengths)
     manifest = {
         "format": FORMAT_VERSION,
         "source": source,
         "corpus": [{**f, "mtime_ns": trusted_mtime(stat)} for f, stat in zip(corpus.fingerprints, corpus.stats)],
         "settings": shard_settings(config),
         "sample_seed": config.seed if sampled else None,
-        "tokenizers": {"src": vocab_hash(vocabs[0]), "tgt": vocab_hash(vocabs[1])},
-        "tokenizer_files": list(names),
-        "dtype": dtype.name,
-        "pairs": len(lengths[0]),
+        **_contents(vocabs, names, dtype, lengths),
         "read_pairs": writer.total,
-        "tokens": {side: int(n.sum()) for side, n in zip(SIDES, lengths)},
         "skipped": dict(checker.skipped),
     }
     clock.append(time.perf_counter())
@@ -342,6 +334,26 @@ def prepare_shards(
     write_json(directory / MANIFEST, manifest)
     _report(source, manifest, checker)
     return manifest
+
+
+def _save_index(directory: Path, lengths: list[np.ndarray]) -> None:
+    """Per side, the lengths and the offsets (one more: where each sentence starts, then the end) as .npy files."""
+    for side, n in zip(SIDES, lengths):
+        _save_npy(directory / f"{side}.len.npy", n)
+        offsets = np.zeros(len(n) + 1, dtype=np.int64)
+        np.cumsum(n, out=offsets[1:])
+        _save_npy(directory / f"{side}.off.npy", offsets)
+
+
+def _contents(vocabs: Sequence, names: Sequence[str], dtype: np.dtype, lengths: list[np.ndarray]) -> dict:
+    """The manifest's record of what the shards hold: tokenizers (hashes, files), id dtype, pairs and tokens."""
+    return {
+        "tokenizers": {"src": vocab_hash(vocabs[0]), "tgt": vocab_hash(vocabs[1])},
+        "tokenizer_files": list(names),
+        "dtype": dtype.name,
+        "pairs": len(lengths[0]),
+        "tokens": {side: int(n.sum()) for side, n in zip(SIDES, lengths)},
+    }
 
 
 def _encode_all(
