@@ -39,3 +39,14 @@ def test_fairseq_speed_is_words_over_seconds_of_the_intervals_after_the_first():
 def test_a_fairseq_log_without_two_intervals_is_an_error():
     with pytest.raises(ValueError, match="fewer than two train_inner"):
         load_script().fairseq_speed(LOG.splitlines()[1])
+
+
+def test_the_matmul_peaks_keep_the_best_of_the_repeats(monkeypatch):
+    """One slow minute must not set the MFU scale: each repeat measures again and the higher reading stays."""
+    script = load_script()
+    readings = iter([80.0, 9.0, 60.0, 12.0, 90.0, 11.0])  # fp32, bf16 per call, three repeats
+    monkeypatch.setattr(script, "matmul_peak", lambda dtype_name, threads: next(readings))
+    peaks: dict = {}
+    for _ in range(3):
+        script.update_peaks(peaks, 2)
+    assert peaks == {"fp32": 90.0, "bf16": 12.0}
