@@ -322,8 +322,12 @@ def prepare_shards(
         "corpus": [{**f, "mtime_ns": trusted_mtime(stat)} for f, stat in zip(corpus.fingerprints, corpus.stats)],
         "settings": shard_settings(config),
         "sample_seed": config.seed if sampled else None,
-        **_contents(vocabs, names, dtype, lengths),
+        "tokenizers": {"src": vocab_hash(vocabs[0]), "tgt": vocab_hash(vocabs[1])},
+        "tokenizer_files": list(names),
+        "dtype": dtype.name,
+        "pairs": len(lengths[0]),
         "read_pairs": writer.total,
+        "tokens": {side: int(n.sum()) for side, n in zip(SIDES, lengths)},
         "skipped": dict(checker.skipped),
     }
     clock.append(time.perf_counter())
@@ -343,17 +347,6 @@ def _save_index(directory: Path, lengths: list[np.ndarray]) -> None:
         offsets = np.zeros(len(n) + 1, dtype=np.int64)
         np.cumsum(n, out=offsets[1:])
         _save_npy(directory / f"{side}.off.npy", offsets)
-
-
-def _contents(vocabs: Sequence, names: Sequence[str], dtype: np.dtype, lengths: list[np.ndarray]) -> dict:
-    """The manifest's record of what the shards hold: tokenizers (hashes, files), id dtype, pairs and tokens."""
-    return {
-        "tokenizers": {"src": vocab_hash(vocabs[0]), "tgt": vocab_hash(vocabs[1])},
-        "tokenizer_files": list(names),
-        "dtype": dtype.name,
-        "pairs": len(lengths[0]),
-        "tokens": {side: int(n.sum()) for side, n in zip(SIDES, lengths)},
-    }
 
 
 def _encode_all(
