@@ -21,7 +21,7 @@ from torchlingo.fastpath import PackedLinear, can_pack, pack_linears_
 from torchlingo.models import SimpleTransformer
 from torchlingo.reference import reference_beam, reference_greedy
 from torchlingo.search import Sampling, beam_search, gnmt_penalty, greedy_decode, max_lengths
-from torchlingo.translator import DecodingSettings, Translator
+from torchlingo.translator import DecodingSettings, Translator, even_batches
 
 
 def random_model(seed: int, src_vocab: int = 30, tgt_vocab: int = 25, **config) -> SimpleTransformer:
@@ -168,21 +168,44 @@ def test_beam_batches_hold_the_budget_over_the_beam_size():
     """decode_max_tokens counts the rows a sentence decodes: beam 5 batches hold a fifth of greedy's source tokens
     (the cache and logits grow with sentences x beams); sampling decodes one row a sentence, as greedy does."""
     lengths = [8] * 1000  # 10 tokens a sentence with <s> </s>
-    assert [len(g) for g in toy_translator(1)[0].batches(lengths)] == [400, 400, 200]
-    assert [len(g) for g in toy_translator(5)[0].batches(lengths)] == [80] * 12 + [40]
-    assert {len(g) for g in toy_translator(5, decode_max_tokens=50)[0].batches(lengths)} == {1}  # never empty
-    sampler = toy_translator(5, sampling=Sampling("topk", top_k=3))[0]
+    one = {"decode_parallel_batches": 1}  # one batch at a time: the budget alone cuts (see test_even_batches_...)
+    assert [len(g) for g in toy_translator(1, **one)[0].batches(lengths)] == [400, 400, 200]
+    assert [len(g) for g in toy_translator(5, **one)[0].batches(lengths)] == [80] * 12 + [40]
+    assert {len(g) for g in toy_translator(5, decode_max_tokens=50, **one)[0].batches(lengths)} == {1}  # never empty
+    sampler = toy_translator(5, sampling=Sampling("topk", top_k=3), **one)[0]
     assert [len(g) for g in sampler.batches(lengths)] == [400, 400, 200]
     assert DecodingSettings(beam_size=4, decode_max_tokens=1000).source_budget() == 250
 
 
 def test_decode_max_sentences_caps_the_batches_besides_the_token_budget():
     lengths = [3] * 200  # 1000 tokens with <s> </s>: one batch within the 4000-token budget
-    assert [len(g) for g in toy_translator(3)[0].batches(lengths)] == [200]
-    assert [len(g) for g in toy_translator(3, decode_max_sentences=64)[0].batches(lengths)] == [64, 64, 64, 8]
-    assert [len(g) for g in toy_translator(1, decode_max_sentences=150)[0].batches(lengths)] == [150, 50]
-    keyword_wins = toy_translator(1, decode_max_sentences=150, max_sentences=90)[0]  # Translator(max_sentences=)
+    one = {"decode_parallel_batches": 1}
+    assert [len(g) for g in toy_translator(3, **one)[0].batches(lengths)] == [200]
+    assert [len(g) for g in toy_translator(3, decode_max_sentences=64, **one)[0].batches(lengths)] == [64, 64, 64, 8]
+    assert [len(g) for g in toy_translator(1, decode_max_sentences=150, **one)[0].batches(lengths)] == [150, 50]
+    keyword_wins = toy_translator(1, decode_max_sentences=150, max_sentences=90, **one)[0]  # Translator(max_sentences=)
     assert [len(g) for g in keyword_wins.batches(lengths)] == [90, 90, 20]
+
+
+def test_even_batches_give_every_parallel_worker_the_same_share():
+    """Batches decoded side by side come in a multiple of the workers, evened out under the budget: the budget's
+    own cut (two full batches and a half one) would leave one of two workers idle for the last."""
+    lengths = [8] * 1000  # 10 tokens a sentence with <s> </s>
+    assert [len(g) for g in even_batches(lengths, 4000, None, 1)] == [400, 400, 200]
+    assert [len(g) for g in even_batches(lengths, 4000, None, 2)] == [250] * 4
+    assert [len(g) for g in even_batches(lengths, 4000, None, 3)] == [334, 334, 332]
+    assert [len(g) for g in even_batches([3] * 200, 4000, None, 2)] == [100, 100]  # one batch becomes two
+    assert [len(g) for g in even_batches([3] * 200, 4000, 64, 2)] == [50] * 4  # a multiple already, but a short tail
+    assert [len(g) for g in even_batches([3] * 200, 4000, 90, 2)] == [50] * 4  # the sentence cap still holds
+    assert even_batches([5], 4000, None, 2) == [[0]]  # fewer sentences than workers
+    varied = [n % 37 + 1 for n in range(3000)]
+    for workers in (2, 3, 4):
+        groups = even_batches(varied, 4000, None, workers)
+        assert sorted(i for g in groups for i in g) == list(range(3000))
+        assert len(groups) % workers == 0
+        assert all(len(g) * (max(varied[i] for i in g) + 2) <= 4000 for g in groups)
+    translator = toy_translator(1, decode_parallel_batches=2)[0]
+    assert [len(g) for g in translator.batches(lengths)] == [250] * 4
 
 
 def test_translator_nbest_and_from_checkpoint(tmp_path):
