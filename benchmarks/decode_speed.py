@@ -3,8 +3,9 @@
     OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/decode_speed.py \
         --checkpoint runs/multi30k_de_en/checkpoints/best.pt
 
-Translates Multi30k test_2016_flickr (de -> en, 1,000 sentences) in batches of 64 sentences on CPU with 2 threads
-(as `Translator` does by default: two batches at once, one thread each; --parallel-batches 1 for one at a time),
+Translates Multi30k test_2016_flickr (de -> en, 1,000 sentences) as `torchlingo translate` does by default (its
+token-budget batches; --batch-sentences N for batches of N sentences) on CPU with 2 threads (as `Translator` does by
+default: two batches at once, one thread each; --parallel-batches 1 for one at a time),
 in the default precision (`--amp auto`: bf16 where the CPU runs it natively, else fp32; `--amp none` for fp32),
 greedy and beam 5 (best of --repeats timings), and a naive decoder (one sentence at a time, the whole prefix
 recomputed every step, as the educational libraries do) on the first --reference-sentences sentences. Prints one
@@ -15,9 +16,9 @@ for the naive decoder's prefix.
 decoder in fp32 (if the default precision is not fp32 already) and in int8 (`--quantize int8`), and CTranslate2
 fp32 and int8: the checkpoint is exported once (`torchlingo.export`, fp32) to a temporary folder and loaded with
 compute_type "float32" and "int8" (CTranslate2 quantizes at load), each in the faster of inter_threads=T x
-intra_threads=1 and 1 x T (T: --threads), batches of --batch-sentences. Every timing is text in, text out: our
-tokenizer's encode and decode are included for both engines. Column 'same' is the share of sentences whose tokens
-equal our fp32 decoder's (same search).
+intra_threads=1 and 1 x T (T: --threads), batches of --batch-sentences (64 with the default 0). Every timing is
+text in, text out: our tokenizer's encode and decode are included for both engines. Column 'same' is the share of
+sentences whose tokens equal our fp32 decoder's (same search).
 """
 
 from __future__ import annotations
@@ -54,7 +55,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--src-lang", default="de")
     p.add_argument("--tgt-lang", default="en")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batch-sentences", type=int, default=64)
+    p.add_argument(
+        "--batch-sentences",
+        type=int,
+        default=0,
+        help="sentences per batch; 0 (default): translate's own batches (the checkpoint's decode_max_tokens budget, "
+        "evened out over the parallel batches); CTranslate2 then takes batches of 64",
+    )
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--limit", type=int, default=None, help="only the first N sentences")
     p.add_argument(
@@ -204,9 +211,9 @@ def make_translator(args: argparse.Namespace, beam: int, amp: str | None = None,
     return Translator.from_checkpoint(
         args.checkpoint,
         beam_size=beam,
-        decode_max_tokens=10**9,
+        **({"decode_max_tokens": 10**9} if args.batch_sentences else {}),  # 0: the checkpoint's token budget
         progress=False,
-        max_sentences=args.batch_sentences,
+        max_sentences=args.batch_sentences or None,
         amp=amp or args.amp,
         decode_parallel_batches=args.parallel_batches,
         quantize=quantize,
@@ -215,13 +222,14 @@ def make_translator(args: argparse.Namespace, beam: int, amp: str | None = None,
 
 def print_intro(args: argparse.Namespace, translator: Translator, n_sources: int, n_ref: int) -> None:
     """The lines above the table: the setup, the BLEU signature, then the table header."""
-    at_once, each = translator.parallelism(-(-n_sources // args.batch_sentences))
+    at_once, each = translator.parallelism(len(translator.batches([1] * n_sources)))
     sig = score_corpus(["a"], ["a"], metrics=("bleu",))["bleu_signature"]
+    batches = f"batches of {args.batch_sentences} sentences" if args.batch_sentences else "translate's batches"
     precision = "bf16" if resolve_amp_dtype(args.amp, torch.device("cpu")) is torch.bfloat16 else "fp32"
     print(
         f"checkpoint {args.checkpoint} | {args.split} | {torch.get_num_threads()} threads: {at_once} batch(es) at "
         f"once, {each} thread(s) each | {precision} CPU (amp: {args.amp}) | "
-        f"batches of {args.batch_sentences} sentences | BLEU {sig}"
+        f"{batches} | BLEU {sig}"
     )
     print(f"naive decoders run on the first {n_ref} sentences; 'BLEU@{n_ref}' compares every decoder on those")
     if args.ctranslate2:
@@ -239,7 +247,7 @@ def fast_rows(args, fast: Translator, folder, sources: list[str], refs: list[str
     """The batched decoder's row for one search; with a CTranslate2 `folder`, `ctranslate2_rows` instead."""
     beam = fast.settings.beam_size
     if folder is None:
-        fast.decode_ids(fast.src_vocab.encode_many(sources[: args.batch_sentences]))  # warm-up
+        fast.decode_ids(fast.src_vocab.encode_many(sources[: args.batch_sentences or 64]))  # warm-up
         name = f"{'greedy' if beam == 1 else f'beam {beam}'}, batched + KV cache"
         return [make_row(name, *run_fast(fast, sources, args.repeats), refs, n_ref)]
     if resolve_amp_dtype(args.amp, torch.device("cpu")) is None:

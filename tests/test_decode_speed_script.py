@@ -104,3 +104,16 @@ def test_ctranslate2_flag_without_ctranslate2_exits_in_one_line(monkeypatch):
         load_benchmark("decode_speed").main(["--checkpoint", "missing.pt", "--ctranslate2"])
     message = str(exit_info.value.code)
     assert "\n" not in message and "ctranslate2" in message and "pip install" in message
+
+
+def test_by_default_our_decoder_batches_as_translate_does(tmp_path):
+    """Without --batch-sentences the benchmark times `translate`'s own batches (the checkpoint's token budget);
+    with it, batches of that many sentences."""
+    bench = load_benchmark("decode_speed")
+    ckpt = str(sharp_random_checkpoint(tmp_path / "random.pt"))
+    default = bench.make_translator(bench.parse_args(["--checkpoint", ckpt]), 1)
+    fixed_args = ["--checkpoint", ckpt, "--batch-sentences", "8", "--parallel-batches", "1"]
+    fixed = bench.make_translator(bench.parse_args(fixed_args), 1)
+    assert default.max_sentences is None and default.settings.decode_max_tokens == Config().decode_max_tokens
+    assert fixed.max_sentences == 8 and fixed.settings.decode_max_tokens == 10**9
+    assert [len(g) for g in fixed.batches([3] * 20)] == [8, 8, 4]
