@@ -77,6 +77,22 @@ def test_beam_matches_full_prefix_reference(seed, batch, beam):
         assert len(out[i]) == beam
 
 
+def test_beam_search_decodes_its_first_step_on_one_row_a_sentence(monkeypatch):
+    """The k beams of a sentence are all <s> at the first step: it runs on one row a sentence, then on k (the
+    reference equality above checks that the hypotheses stay exact)."""
+    model, src = random_model(3), random_batch(203, 6)
+    rows = []
+    decode_hidden = model.decode_hidden
+
+    def counting(tokens, *args):
+        rows.append(tokens.size(0))
+        return decode_hidden(tokens, *args)
+
+    monkeypatch.setattr(model, "decode_hidden", counting)
+    beam_search(model, src, beam_size=4, length_penalty=0.6, max_len_a=1.2, max_len_b=5)
+    assert rows[:2] == [6, 24] and max(rows) == 24
+
+
 def test_nbest_sorted_and_scores_are_normalized_log_probs():
     model, src = random_model(5), random_batch(5, 6)
     out = beam_search(model, src, beam_size=4, length_penalty=1.0, max_len_a=1.0, max_len_b=6, n_best=4)

@@ -293,7 +293,8 @@ def beam_search(
 
     Each step takes the 2K best continuations of a sentence's K beams: those ending in </s> among the first K are
     finished (scored with the length penalty), the first K others are the new beams. A sentence is done when it has
-    K finished hypotheses or reaches its maximum length; it then leaves the active batch.
+    K finished hypotheses or reaches its maximum length; it then leaves the active batch. The first step decodes one
+    row a sentence (its K beams would all be <s>), as CTranslate2 does on CPU; the cache then grows to K rows.
     """
     k, device, n = beam_size, src.device, src.size(0)
     limits = _prefix_limits(src, model, max_len_a, max_len_b, prefixes)
@@ -302,21 +303,21 @@ def beam_search(
     memory: torch.Tensor | _Memories | None  # None once the cache holds the source keys/values
     memory, src_mask = model.encode(src)  # one row a sentence: its beams share it (see Attention)
     cache = model.new_cache(max(limits) + 1)
-    beams = _Beams.start(n, k, torch.float64 if memory.dtype == torch.float64 else torch.float32, device)
+    beams = _Beams.start(n, torch.float64 if memory.dtype == torch.float64 else torch.float32, device)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]  # (score, ids) per sentence
     for t in range(max(limits) + 1):
         logp = _next_log_probs(model, beams.tokens, memory, src_mask, cache)
         memory = None
         if forced is not None and t < forced.size(1):
             want = forced[:, t].index_select(0, torch.tensor(beams.sentences, device=device))
-            logp = force_prefix(logp, want.repeat_interleave(k))
+            logp = force_prefix(logp, want.repeat_interleave(beams.width))
         at_limit = [limits[s] <= t for s in beams.sentences]
         if any(at_limit):  # known on the host: no sync
-            logp = _only_eos(logp, at_limit, k)
+            logp = _only_eos(logp, at_limit, beams.width)
         top_scores, top_beam, top_tok = _expand(logp, beams.scores, k)
         is_eos = top_tok == EOS_IDX
         _collect_finished(finished, beams, top_scores[:, :k], top_beam[:, :k], is_eos[:, :k], penalties[t + 1])
-        scores, origin, new_tokens = _next_beams(top_scores, top_beam, top_tok, is_eos, k)
+        scores, origin, new_tokens = _next_beams(top_scores, top_beam, top_tok, is_eos, k, beams.width)
         alive = [i for i, s in enumerate(beams.sentences) if len(finished[s]) < k and not at_limit[i]]
         if not alive:
             break
@@ -334,22 +335,27 @@ def beam_search(
 
 
 class _Beams:
-    """The beams of the active sentences: m sentences of k rows each, the rows of sentence i at i * k ... i * k + k - 1.
+    """The beams of the active sentences: m sentences of w rows each, the rows of sentence i at i * w ... i * w + w - 1
+    (w = `width`: 1 before the first step, the beam size k after it).
 
-    sentences: the original index of each active sentence; scores: (m, k) summed log-probabilities; history: (m * k,
-    t) generated tokens of each row; tokens: (m * k, 1) the tokens fed at the next step.
+    sentences: the original index of each active sentence; scores: (m, w) summed log-probabilities; history: (m * w,
+    t) generated tokens of each row; tokens: (m * w, 1) the tokens fed at the next step.
     """
 
     def __init__(self, sentences: list[int], scores: torch.Tensor, history: torch.Tensor, tokens: torch.Tensor):
         self.sentences, self.scores, self.history, self.tokens = sentences, scores, history, tokens
 
+    @property
+    def width(self) -> int:
+        """Rows a sentence decodes at the next step."""
+        return self.scores.size(1)
+
     @classmethod
-    def start(cls, n: int, k: int, dtype: torch.dtype, device: torch.device) -> _Beams:
-        """k identical beams per sentence (<s> only) of which just the first may expand: the others score -inf."""
-        scores = torch.full((n, k), -math.inf, dtype=dtype, device=device)
-        scores[:, 0] = 0.0
-        history = torch.empty((n * k, 0), dtype=torch.long, device=device)
-        tokens = torch.full((n * k, 1), BOS_IDX, dtype=torch.long, device=device)
+    def start(cls, n: int, dtype: torch.dtype, device: torch.device) -> _Beams:
+        """One beam per sentence, <s> only: its k beams would be identical, so they branch at the first step."""
+        scores = torch.zeros((n, 1), dtype=dtype, device=device)
+        history = torch.empty((n, 0), dtype=torch.long, device=device)
+        tokens = torch.full((n, 1), BOS_IDX, dtype=torch.long, device=device)
         return cls(list(range(n)), scores, history, tokens)
 
     def advance(self, scores: torch.Tensor, origin: torch.Tensor, new_tokens: torch.Tensor) -> None:
@@ -359,26 +365,27 @@ class _Beams:
         self.tokens = new_tokens.unsqueeze(1)
 
 
-def _only_eos(logp: torch.Tensor, at_limit: list[bool], k: int) -> torch.Tensor:
+def _only_eos(logp: torch.Tensor, at_limit: list[bool], width: int) -> torch.Tensor:
     """`logp` with every token but </s> at -inf in the rows of sentences at their length limit."""
     not_eos = torch.ones(logp.size(-1), dtype=torch.bool, device=logp.device)
     not_eos[EOS_IDX] = False
-    force = torch.tensor(at_limit, device=logp.device).repeat_interleave(k)
+    force = torch.tensor(at_limit, device=logp.device).repeat_interleave(width)
     return logp.masked_fill(force[:, None] & not_eos, -math.inf)
 
 
 def _expand(logp: torch.Tensor, scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each sentence's 2k best continuations of its k beams, best first: (scores, beam, token), each (m, 2k).
+    """Each sentence's 2k best continuations of its w beams (`scores` (m, w)), best first: (scores, beam, token),
+    each (m, 2k).
 
-    They are among each beam's 2k best tokens: a top-k per beam first, then one over the k * 2k survivors, instead
-    of a top-k over k * vocab candidates and a pass adding the beam scores to all of them.
+    They are among each beam's 2k best tokens: a top-k per beam first, then one over the w * 2k survivors, instead
+    of a top-k over w * vocab candidates and a pass adding the beam scores to all of them.
     """
-    m, vocab = scores.size(0), logp.size(-1)
+    (m, w), vocab = scores.shape, logp.size(-1)
     beam_lp, beam_tok = _topk_per_row(logp, min(2 * k, vocab))
     width = beam_lp.size(1)
-    candidates = (beam_lp.view(m, k, width) + scores.unsqueeze(-1)).view(m, k * width)
-    top_scores, top_idx = candidates.topk(min(2 * k, k * width), dim=1)
-    return top_scores, top_idx // width, beam_tok.view(m, k * width).gather(1, top_idx)
+    candidates = (beam_lp.view(m, w, width) + scores.unsqueeze(-1)).view(m, w * width)
+    top_scores, top_idx = candidates.topk(min(2 * k, w * width), dim=1)
+    return top_scores, top_idx // width, beam_tok.view(m, w * width).gather(1, top_idx)
 
 
 def _collect_finished(
@@ -393,12 +400,12 @@ def _collect_finished(
 
     `scores`, `beam`, `is_eos`: the first k continuations of each active sentence, as `_expand` ranks them.
     """
-    k = scores.size(1)
     finals = (is_eos & (scores > -math.inf)).nonzero().tolist()  # the one host sync of a step
     if not finals:
         return
     fin_scores, fin_beams = scores.tolist(), beam.tolist()
-    fin_rows = [i * k + fin_beams[i][j] for i, j in finals]
+    fin_rows = [i * beams.width + fin_beams[i][j] for i, j in finals]
+    k = scores.size(1)
     for (i, j), ids in zip(finals, beams.history[fin_rows].tolist()):
         bucket = finished[beams.sentences[i]]
         if len(bucket) < k:
@@ -406,16 +413,16 @@ def _collect_finished(
 
 
 def _next_beams(
-    top_scores: torch.Tensor, top_beam: torch.Tensor, top_tok: torch.Tensor, is_eos: torch.Tensor, k: int
+    top_scores: torch.Tensor, top_beam: torch.Tensor, top_tok: torch.Tensor, is_eos: torch.Tensor, k: int, width: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The first k candidates that do not end the sentence become the beams (a stable sort keeps the score order).
 
-    Returns their scores (m, k), the row each continues (m * k,) and the token it adds (m * k,).
+    Returns their scores (m, k), the row each continues (m * k,; the rows now: m * `width`) and the token it adds.
     """
     m = top_scores.size(0)
     pick = torch.sort(is_eos.to(torch.uint8), dim=1, stable=True).indices[:, :k]
     scores = top_scores.gather(1, pick)
-    origin = (top_beam.gather(1, pick) + torch.arange(m, device=pick.device).unsqueeze(1) * k).view(-1)
+    origin = (top_beam.gather(1, pick) + torch.arange(m, device=pick.device).unsqueeze(1) * width).view(-1)
     return scores, origin, top_tok.gather(1, pick).view(-1)
 
 
