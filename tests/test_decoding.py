@@ -404,6 +404,25 @@ def test_blockwise_topk_per_row_equals_topk(n, k):
     assert torch.equal(x.gather(1, idx), ref.values) and (idx[2:] == ref.indices[2:]).all()
 
 
+@pytest.mark.parametrize("rows,n", [(33, 8000), (33, 8003), (40, 70), (5, 8000), (12, 200)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_blockwise_max_per_row_equals_max_with_its_first_index(rows, n, dtype):
+    from torchlingo.search import _max_per_row
+
+    g = torch.Generator().manual_seed(rows * n)
+    x = (torch.randn(rows, n, generator=g, dtype=torch.float64) * 3).to(dtype)
+    x[0, :-1] = -math.inf  # a row forced to one token (the last column: in the tail when n % 64)
+    x[1, [7, n // 2, n - 3]] = 50.0  # ties in different blocks: the first one counts
+    x[2, [3, 4]] = 50.0  # ties within a block
+    x[3, [n - 1, 10]] = 50.0  # a tie between the tail and a block
+    x[4] = -math.inf
+    x[4, [2, n - 2]] = 0.0
+    values, index = _max_per_row(x)
+    ref = x.max(dim=1)
+    assert torch.equal(values, ref.values) and torch.equal(index, ref.indices)
+    assert index[1] == 7 and index[2] == 3 and index[3] == 10 and index[4] == 2
+
+
 def bf16_model(seed: int) -> SimpleTransformer:
     model = random_model(seed).to(torch.bfloat16)
     if not can_pack(model):
