@@ -405,7 +405,7 @@ def _collect_finished(
         return
     fin_scores, fin_beams = scores.tolist(), beam.tolist()
     fin_rows = [i * beams.width + fin_beams[i][j] for i, j in finals]
-    k = scores.size(1)
+    k = scores.size(1)  # the beam size
     for (i, j), ids in zip(finals, beams.history[fin_rows].tolist()):
         bucket = finished[beams.sentences[i]]
         if len(bucket) < k:
@@ -417,7 +417,8 @@ def _next_beams(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The first k candidates that do not end the sentence become the beams (a stable sort keeps the score order).
 
-    Returns their scores (m, k), the row each continues (m * k,; the rows now: m * `width`) and the token it adds.
+    Returns their scores (m, k), the row each continues (m * k,: an index into the m * `width` rows decoded now) and
+    the token it adds (m * k,).
     """
     m = top_scores.size(0)
     pick = torch.sort(is_eos.to(torch.uint8), dim=1, stable=True).indices[:, :k]
@@ -443,7 +444,7 @@ def _max_per_row(x: torch.Tensor, block: int = 64) -> tuple[torch.Tensor, torch.
     n_blocks = n // block
     if rows < 8 or n_blocks < 4:  # a few rows: the plain call is faster
         return x.max(dim=1)
-    maxima = x[:, : n_blocks * block].view(rows, n_blocks, block).amax(-1)  # (rows, n) -> (rows, blocks, block) -> ...
+    maxima = x[:, : n_blocks * block].view(rows, n_blocks, block).amax(-1)  # (rows, blocks, block) -> (rows, blocks)
     cols = maxima.argmax(1, keepdim=True) * block + torch.arange(block, device=x.device)  # (rows, block)
     values, at = x.gather(1, cols).max(dim=1)
     index = cols.gather(1, at.unsqueeze(1)).squeeze(1)
