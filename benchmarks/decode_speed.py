@@ -9,9 +9,8 @@ default: two batches at once, one thread each; --parallel-batches 1 for one at a
 (`--amp auto`: bf16 where the CPU runs it natively, else fp32; `--amp none` for fp32), greedy and beam 5 (best of
 --repeats timings; glibc keeps freed memory for reuse, as in the `torchlingo` command), and a naive decoder (one
 sentence at a time, the whole prefix recomputed every step, as the educational libraries do) on the first
---reference-sentences sentences. Prints one
-table: sentences/s, target tokens/s, mean hypothesis length (tokens, without </s>) and BLEU, for the whole set and
-for the naive decoder's prefix.
+--reference-sentences sentences. Prints one table: sentences/s, target tokens/s, mean hypothesis length (tokens,
+without </s>) and BLEU, for the whole set and for the naive decoder's prefix.
 
 --ctranslate2 adds, on the same weights and interleaved with ours in every repeat (the best of each counts), our
 decoder in fp32 (if the default precision is not fp32 already) and in int8 (`--quantize int8`), and CTranslate2
@@ -224,7 +223,7 @@ def make_translator(args: argparse.Namespace, beam: int, amp: str | None = None,
 
 def print_intro(args: argparse.Namespace, translator: Translator, n_sources: int, n_ref: int) -> None:
     """The lines above the table: the setup, the BLEU signature, then the table header."""
-    at_once, each = translator.parallelism(len(translator.batches([1] * n_sources)))
+    at_once, each = translator.parallelism(n_sources)  # as Translator.batches asks it: at most one batch a sentence
     sig = score_corpus(["a"], ["a"], metrics=("bleu",))["bleu_signature"]
     batches = f"batches of {args.batch_sentences} sentences" if args.batch_sentences else "translate's batches"
     precision = "bf16" if resolve_amp_dtype(args.amp, torch.device("cpu")) is torch.bfloat16 else "fp32"
